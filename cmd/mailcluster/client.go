@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// adminClient talks to one node's admin API.
+type adminClient struct {
+	addr  string // host:port or URL of the node's HTTP endpoint
+	token string
+	http  *http.Client
+}
+
+// adminFlags are the flags every admin command shares.
+type adminFlags struct {
+	addr, token, dev string
+	json             bool
+}
+
+func (a *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.addr, "addr", "", "node HTTP address host:port [MAILCLUSTER_ADDR]")
+	fs.StringVar(&a.token, "token", "", "admin token [MAILCLUSTER_TOKEN]")
+	fs.StringVar(&a.dev, "dev", "", "a dev cluster's folder: read the address and token from its cluster.json")
+	fs.BoolVar(&a.json, "json", false, "print JSON instead of a table")
+}
+
+// client resolves the node to talk to: flags, then the environment, then a
+// dev cluster's cluster.json (the first node that answers).
+func (a *adminFlags) client() (*adminClient, error) {
+	c := &adminClient{addr: a.addr, token: a.token, http: &http.Client{Timeout: 40 * time.Second}}
+	if c.addr == "" {
+		c.addr = os.Getenv("MAILCLUSTER_ADDR")
+	}
+	if c.token == "" {
+		c.token = os.Getenv("MAILCLUSTER_TOKEN")
+	}
+	if a.dev != "" {
+		info, err := readClusterInfo(a.dev)
+		if err != nil {
+			return nil, err
+		}
+		if c.token == "" {
+			c.token = info.AdminToken
+		}
+		if c.addr == "" {
+			for _, n := range info.Nodes {
+				if reachable(n.HTTP) {
+					c.addr = n.HTTP
+					break
+				}
+			}
+			if c.addr == "" {
+				return nil, fmt.Errorf("no node of the dev cluster in %s answers", a.dev)
+			}
+		}
+	}
+	if c.addr == "" {
+		return nil, errors.New("which node? give --addr (or MAILCLUSTER_ADDR) or --dev DIR")
+	}
+	return c, nil
+}
+
+func reachable(addr string) bool {
+	cl := http.Client{Timeout: time.Second}
+	resp, err := cl.Get("http://" + addr + "/healthz")
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (c *adminClient) url(path string) string {
+	if strings.HasPrefix(c.addr, "http://") || strings.HasPrefix(c.addr, "https://") {
+		return strings.TrimSuffix(c.addr, "/") + path
+	}
+	return "http://" + c.addr + path
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %w", c.addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// clusterInfo is DIR/cluster.json, written by `mailcluster dev`.
+type clusterInfo struct {
+	Domain       string     `json:"domain"`
+	AdminToken   string     `json:"admin_token"`
+	DemoUser     string     `json:"demo_user,omitempty"`
+	DemoPassword string     `json:"demo_password,omitempty"`
+	Nodes        []nodeInfo `json:"nodes"`
+}
+
+type nodeInfo struct {
+	ID         string `json:"id"`
+	PID        int    `json:"pid"`
+	HTTP       string `json:"http"`
+	Gossip     string `json:"gossip"`
+	Cluster    string `json:"cluster"`
+	Config     string `json:"config"`
+	Log        string `json:"log"`
+	SMTP       string `json:"smtp,omitempty"`
+	Submission string `json:"submission,omitempty"`
+	SMTPS      string `json:"submissions,omitempty"`
+	IMAP       string `json:"imap,omitempty"`
+	IMAPS      string `json:"imaps,omitempty"`
+	POP3       string `json:"pop3,omitempty"`
+	POP3S      string `json:"pop3s,omitempty"`
+}
+
+func readClusterInfo(dir string) (clusterInfo, error) {
+	var info clusterInfo
+	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+	if err != nil {
+		return info, fmt.Errorf("no dev cluster in %s: %w", dir, err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return info, fmt.Errorf("%s: %w", filepath.Join(dir, "cluster.json"), err)
+	}
+	return info, nil
+}

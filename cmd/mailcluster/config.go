@@ -1,0 +1,212 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// duration is a time.Duration written as "500ms", "10m" in TOML, flags and
+// the environment.
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// settings is the node configuration as users write it. Every field is a
+// TOML key, a flag (--key-name) and an environment variable
+// (MAILCLUSTER_KEY_NAME); flags beat the environment, which beats the file.
+type settings struct {
+	NodeID  string `toml:"node_id" help:"this node's unique, permanent ID (default: the host name)"`
+	Zone    string `toml:"zone" help:"failure zone (site, rack); body copies prefer distinct zones"`
+	DataDir string `toml:"data_dir" help:"folder for this node's Raft log, state and message bodies"`
+
+	Secret     string `toml:"secret" help:"cluster secret shared by every node (at least 16 characters); prefer secret_file or the environment"`
+	SecretFile string `toml:"secret_file" help:"file holding the cluster secret"`
+	AdminToken string `toml:"admin_token" help:"bearer token for the admin API and the CLI; empty disables the admin API"`
+
+	GossipAddr       string   `toml:"gossip_addr" help:"gossip bind address (UDP and TCP)"`
+	GossipAdvertise  string   `toml:"gossip_advertise" help:"gossip address other nodes use (default: derived from gossip_addr)"`
+	ClusterAddr      string   `toml:"cluster_addr" help:"cluster port bind address (Raft, forwarding, body copies; mutual TLS)"`
+	ClusterAdvertise string   `toml:"cluster_advertise" help:"cluster address other nodes use (default: gossip host with the cluster port)"`
+	HTTPAddr         string   `toml:"http_addr" help:"health, metrics and admin API"`
+	Join             []string `toml:"join" help:"gossip addresses of existing members, comma-separated"`
+	BootstrapExpect  int      `toml:"bootstrap_expect" help:"bootstrap a new cluster once this many fresh nodes see each other (0: only join)"`
+
+	Profile           string   `toml:"profile" help:"timing profile: lan (one site) or wan (several sites)"`
+	RaftHeartbeat     duration `toml:"raft_heartbeat_timeout" help:"override the profile's Raft heartbeat timeout"`
+	RaftElection      duration `toml:"raft_election_timeout" help:"override the profile's Raft election timeout"`
+	RaftLeaderLease   duration `toml:"raft_leader_lease_timeout" help:"override the profile's Raft leader lease timeout"`
+	ProposeTimeout    duration `toml:"propose_timeout" help:"how long a write waits for a quorum before failing temporarily (default: from the profile)"`
+	DeadServerTimeout duration `toml:"dead_server_timeout" help:"how long a member may be unreachable before the leader removes it from Raft (only if quorum stays safe)"`
+	SnapshotThreshold uint64   `toml:"snapshot_threshold" help:"Raft log entries between snapshots"`
+	SnapshotInterval  duration `toml:"snapshot_interval" help:"how often to check whether a snapshot is due"`
+	TrailingLogs      uint64   `toml:"trailing_logs" help:"log entries kept after a snapshot for slow followers"`
+	LogFormat         string   `toml:"log_format" help:"text or json"`
+	LogLevel          string   `toml:"log_level" help:"debug, info, warn or error"`
+}
+
+func defaultSettings() settings {
+	host, _ := os.Hostname()
+	return settings{
+		NodeID:            host,
+		DataDir:           "/var/lib/mailcluster",
+		GossipAddr:        "0.0.0.0:7946",
+		ClusterAddr:       "0.0.0.0:7947",
+		HTTPAddr:          "127.0.0.1:8080",
+		Profile:           "lan",
+		DeadServerTimeout: duration(10 * time.Minute),
+		LogFormat:         "text",
+		LogLevel:          "info",
+	}
+}
+
+// settingField describes one configurable field.
+type settingField struct {
+	key   string // TOML key
+	help  string
+	value reflect.Value
+}
+
+func fieldsOf(s *settings) []settingField {
+	v := reflect.ValueOf(s).Elem()
+	t := v.Type()
+	out := make([]settingField, 0, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		out = append(out, settingField{key: f.Tag.Get("toml"), help: f.Tag.Get("help"), value: v.Field(i)})
+	}
+	return out
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+func envName(key string) string  { return "MAILCLUSTER_" + strings.ToUpper(key) }
+
+// setFromString assigns a flag or environment value to a field.
+func setFromString(v reflect.Value, s string) error {
+	switch p := v.Addr().Interface().(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		*p = n
+	case *uint64:
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*p = b
+	case *[]string:
+		*p = nil
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*p = append(*p, part)
+			}
+		}
+	case *duration:
+		if err := p.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("%q is not a duration like 500ms or 10m", s)
+		}
+	default:
+		return fmt.Errorf("unsupported setting type %s", v.Type())
+	}
+	return nil
+}
+
+// loadSettings reads defaults, then the TOML file named by --config (or
+// MAILCLUSTER_CONFIG), then MAILCLUSTER_* variables, then flags.
+func loadSettings(args []string, environ func(string) (string, bool), stderr io.Writer) (settings, error) {
+	s := defaultSettings()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "TOML configuration file")
+	flagged := make(map[string]string)
+	fields := fieldsOf(&s)
+	for _, f := range fields {
+		key := f.key
+		fs.Func(flagName(key), f.help+" ["+envName(key)+"]", func(v string) error {
+			flagged[key] = v
+			return nil
+		})
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mailcluster serve [--config node.toml] [--key value ...]")
+		fmt.Fprintln(stderr, "Every setting is a TOML key, a flag and a MAILCLUSTER_* environment variable:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *configPath == "" {
+		*configPath, _ = environ("MAILCLUSTER_CONFIG")
+	}
+	if *configPath != "" {
+		md, err := toml.DecodeFile(*configPath, &s)
+		if err != nil {
+			var perr toml.ParseError
+			if errors.As(err, &perr) {
+				return s, fmt.Errorf("config %s: %s", *configPath, strings.TrimSpace(perr.Message))
+			}
+			return s, fmt.Errorf("config %s: %w", *configPath, err)
+		}
+		if undecoded := md.Undecoded(); len(undecoded) > 0 {
+			keys := make([]string, len(undecoded))
+			for i, k := range undecoded {
+				keys[i] = k.String()
+			}
+			sort.Strings(keys)
+			return s, fmt.Errorf("config %s: unknown key %s", *configPath, strings.Join(keys, ", "))
+		}
+	}
+	for _, f := range fields {
+		if v, ok := environ(envName(f.key)); ok {
+			if err := setFromString(f.value, v); err != nil {
+				return s, fmt.Errorf("%s: %v", envName(f.key), err)
+			}
+		}
+	}
+	for _, f := range fields {
+		if v, ok := flagged[f.key]; ok {
+			if err := setFromString(f.value, v); err != nil {
+				return s, fmt.Errorf("--%s: %v", flagName(f.key), err)
+			}
+		}
+	}
+	if s.Secret == "" && s.SecretFile != "" {
+		b, err := os.ReadFile(s.SecretFile)
+		if err != nil {
+			return s, fmt.Errorf("secret_file: %w", err)
+		}
+		s.Secret = strings.TrimSpace(string(b))
+	}
+	return s, nil
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mailcluster/mailcluster/node"
+)
+
+// cmdServe runs one node until SIGINT/SIGTERM, a graceful leave, or a
+// fatal error.
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	s, err := loadSettings(args, os.LookupEnv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	logger, err := newLogger(stderr, s.LogFormat, s.LogLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := nodeConfig(s, logger)
+	if err != nil {
+		return err
+	}
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case sig := <-sigs:
+		logger.Info("shutting down", "signal", sig.String())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return n.Shutdown(ctx)
+	case <-n.Done():
+		if n.Left() {
+			fmt.Fprintf(stdout, "node %s left the cluster\n", n.ID())
+			return nil
+		}
+		return n.Err()
+	}
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log_level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log_format %q: want text or json", format)
+}
+
+// nodeConfig turns user settings into the node's Go configuration.
+func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
+	profile, err := node.ProfileByName(s.Profile)
+	if err != nil {
+		return node.Config{}, err
+	}
+	override := func(dst *time.Duration, d duration) {
+		if d > 0 {
+			*dst = time.Duration(d)
+		}
+	}
+	override(&profile.Raft.HeartbeatTimeout, s.RaftHeartbeat)
+	override(&profile.Raft.ElectionTimeout, s.RaftElection)
+	override(&profile.Raft.LeaderLeaseTimeout, s.RaftLeaderLease)
+	if s.Secret == "" {
+		return node.Config{}, errors.New("no cluster secret: set secret_file, secret or MAILCLUSTER_SECRET (the same on every node)")
+	}
+	if len(s.Secret) < 16 {
+		return node.Config{}, errors.New("the cluster secret is too short: use at least 16 characters (mailcluster dev generates 44)")
+	}
+	return node.Config{
+		NodeID:            s.NodeID,
+		Zone:              s.Zone,
+		DataDir:           s.DataDir,
+		Secret:            []byte(s.Secret),
+		GossipAddr:        s.GossipAddr,
+		GossipAdvertise:   s.GossipAdvertise,
+		ClusterAddr:       s.ClusterAddr,
+		ClusterAdvertise:  s.ClusterAdvertise,
+		HTTPAddr:          s.HTTPAddr,
+		AdminToken:        s.AdminToken,
+		Join:              s.Join,
+		BootstrapExpect:   s.BootstrapExpect,
+		Profile:           profile,
+		ProposeTimeout:    time.Duration(s.ProposeTimeout),
+		DeadServerTimeout: time.Duration(s.DeadServerTimeout),
+		SnapshotThreshold: s.SnapshotThreshold,
+		SnapshotInterval:  time.Duration(s.SnapshotInterval),
+		TrailingLogs:      s.TrailingLogs,
+		Logger:            logger,
+	}, nil
+}

@@ -1,0 +1,502 @@
+package consensus
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/rpc"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Errors callers act on.
+var (
+	// ErrNoQuorum means the cluster could not commit (or confirm) within the
+	// propose timeout: this node cannot reach a majority. The outcome of a
+	// proposal that fails this way is unknown only if it reached the old
+	// leader's log; it never counts as acknowledged.
+	ErrNoQuorum = errors.New("no quorum: this node cannot reach a majority of the cluster")
+	// ErrNotLeader is returned by membership operations on a follower.
+	ErrNotLeader = errors.New("not the Raft leader")
+	// ErrShutdown is returned after Shutdown.
+	ErrShutdown = errors.New("consensus node is shut down")
+)
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Result is what a committed proposal produced.
+type Result struct {
+	Index uint64 // the log index the proposal was committed at
+	Data  []byte // the state machine's result for it
+}
+
+// Status is one node's view of Raft, for status pages and metrics.
+type Status struct {
+	ID            string
+	Address       string
+	State         string // Leader, Follower, Candidate or Shutdown
+	Term          uint64
+	LastIndex     uint64
+	CommitIndex   uint64
+	AppliedIndex  uint64
+	LastContact   time.Time // last contact with the leader; zero on the leader
+	LeaderID      string
+	LeaderAddress string
+}
+
+// Node is this process's Raft member.
+type Node struct {
+	cfg       Config
+	raft      *raft.Raft
+	fsm       *fsmAdapter
+	logStore  *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	rpcServer *rpc.Server
+	clients   *rpcClients
+	notifyCh  chan bool
+
+	readyMu      sync.Mutex
+	readyTerm    uint64        // term whose leader marker is applied here
+	readyChanged chan struct{} // closed and replaced when readyTerm moves
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// Open starts Raft on the given links with the state found in cfg.Dir. A
+// node with no state waits until Bootstrap is called or a leader adds it.
+func Open(c Config) (*Node, error) {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	hlog := newHclog(cfg.Logger, "raft")
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	transport := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &streamLayer{link: cfg.RaftLink, advertise: advertiseAddr(cfg.Advertise)},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		// Pipelined replication in raft v1.8.0 can deadlock when a follower
+		// answers Success=false or a higher term (as after a leadership
+		// transfer): the follower then never receives another entry and the
+		// leader cannot shut down. Its own docs say it barely helps with
+		// batching on; 1 turns it off.
+		MaxRPCsInFlight: 1,
+		Logger:          hlog,
+	})
+
+	n := &Node{
+		cfg:          cfg,
+		logStore:     store,
+		transport:    transport,
+		clients:      &rpcClients{link: cfg.RPCLink, byAddr: make(map[string]*rpc.Client)},
+		notifyCh:     make(chan bool, 16),
+		readyChanged: make(chan struct{}),
+		stop:         make(chan struct{}),
+	}
+	n.fsm = newFSMAdapter(cfg.StateMachine, cfg.Logger, cfg.OnFatal)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = n.notifyCh
+	rc.Logger = hlog
+	if err := raft.ValidateConfig(rc); err != nil {
+		_ = transport.Close()
+		_ = store.Close()
+		return nil, fmt.Errorf("raft timings: %w", err)
+	}
+	r, err := raft.NewRaft(rc, n.fsm, logs, store, snaps, transport)
+	if err != nil {
+		_ = transport.Close()
+		_ = store.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+
+	n.rpcServer = rpc.NewServer()
+	if err := n.rpcServer.Register(&RaftRPC{n: n}); err != nil {
+		_ = n.Shutdown()
+		return nil, err
+	}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.serveRPC() }()
+	go func() { defer n.wg.Done(); n.watchLeadership() }()
+	return n, nil
+}
+
+// Bootstrap starts a new cluster with the given voters. Every node of a
+// bootstrap-expect group calls it with the same list; raft accepts the
+// identical configuration on each. It is a no-op on a node with state.
+func (n *Node) Bootstrap(servers []Server) error {
+	var cfg raft.Configuration
+	for _, s := range servers {
+		suffrage := raft.Voter
+		if !s.Voter {
+			suffrage = raft.Nonvoter
+		}
+		cfg.Servers = append(cfg.Servers, raft.Server{
+			ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Address), Suffrage: suffrage,
+		})
+	}
+	err := n.raft.BootstrapCluster(cfg).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return err
+}
+
+// HasState reports whether this node has ever been part of a cluster (it
+// holds a log entry or a snapshot).
+func (n *Node) HasState() bool { return n.raft.LastIndex() > 0 }
+
+// IsLeader reports whether this node is the leader right now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID and address, empty if unknown.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// AppliedIndex is the last log index applied on this node.
+func (n *Node) AppliedIndex() uint64 { return n.fsm.appliedIndex() }
+
+// WaitApplied blocks until index idx is applied on this node.
+func (n *Node) WaitApplied(ctx context.Context, idx uint64) error {
+	return n.fsm.waitApplied(ctx, idx)
+}
+
+// Status reports this node's Raft view.
+func (n *Node) Status() Status {
+	leaderAddr, leaderID := n.raft.LeaderWithID()
+	st := Status{
+		ID:            n.cfg.NodeID,
+		Address:       n.cfg.Advertise,
+		State:         n.raft.State().String(),
+		Term:          n.raft.CurrentTerm(),
+		LastIndex:     n.raft.LastIndex(),
+		CommitIndex:   n.raft.CommitIndex(),
+		AppliedIndex:  n.fsm.appliedIndex(),
+		LeaderID:      string(leaderID),
+		LeaderAddress: string(leaderAddr),
+	}
+	if st.State != raft.Leader.String() {
+		st.LastContact = n.raft.LastContact()
+	}
+	return st
+}
+
+// PeerStatus asks the node at addr (its cluster address) for its Status.
+func (n *Node) PeerStatus(ctx context.Context, addr string) (Status, error) {
+	if addr == n.cfg.Advertise {
+		return n.Status(), nil
+	}
+	var st Status
+	err := n.clients.call(ctx, addr, "Status", Empty{}, &st)
+	return st, err
+}
+
+// Propose commits data through Raft from any node and returns once it is
+// applied on this node. Retries after a leader change reuse the proposal ID.
+func (n *Node) Propose(ctx context.Context, data []byte) (Result, error) {
+	var id ProposalID
+	if _, err := rand.Read(id[:]); err != nil {
+		return Result{}, err
+	}
+	var res Result
+	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
+		if leaderAddr == "" {
+			idx, data, err := n.applyLocal(id, data)
+			if err != nil {
+				return err
+			}
+			res = Result{Index: idx, Data: data}
+			return nil
+		}
+		var reply ApplyReply
+		if err := n.clients.call(ctx, leaderAddr, "Apply", ApplyArgs{ID: id, Data: data}, &reply); err != nil {
+			return err
+		}
+		if err := n.fsm.waitApplied(ctx, reply.Index); err != nil {
+			return err
+		}
+		res = Result{Index: reply.Index, Data: reply.Result}
+		return nil
+	})
+	return res, err
+}
+
+// ReadBarrier returns once this node has applied every entry committed
+// before the call began, so a following local read is linearizable.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	return n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
+		var idx uint64
+		if leaderAddr == "" {
+			var err error
+			if idx, err = n.leaderReadIndex(ctx); err != nil {
+				return err
+			}
+		} else {
+			var reply ReadIndexReply
+			if err := n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply); err != nil {
+				return err
+			}
+			idx = reply.Index
+		}
+		return n.fsm.waitApplied(ctx, idx)
+	})
+}
+
+// errRetry marks an attempt that may succeed against another leader.
+var errRetry = errors.New("retry")
+
+// retry runs attempt against the current leader (leaderAddr "" means this
+// node is the leader) until it succeeds, fails for good, or the propose
+// timeout passes, which yields ErrNoQuorum.
+func (n *Node) retry(ctx context.Context, attempt func(ctx context.Context, leaderAddr string) error) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ProposeTimeout)
+	defer cancel()
+	backoff := 5 * time.Millisecond
+	var last error
+	for {
+		select {
+		case <-n.stop:
+			return ErrShutdown
+		default:
+		}
+		if err := n.fsm.failure(); err != nil {
+			return err
+		}
+		var err error
+		leaderAddr, leaderID := n.raft.LeaderWithID()
+		switch {
+		case n.IsLeader():
+			err = attempt(ctx, "")
+		case leaderAddr != "" && string(leaderID) != n.cfg.NodeID:
+			err = attempt(ctx, string(leaderAddr))
+		default:
+			err = fmt.Errorf("%w: no leader known", errRetry)
+		}
+		if err == nil {
+			return nil
+		}
+		if !n.retryable(err) {
+			return err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last attempt: %v)", ErrNoQuorum, last)
+		case <-n.stop:
+			return ErrShutdown
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+func (n *Node) retryable(err error) bool {
+	if errors.Is(err, errRetry) || isLeadershipErr(err) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if errors.Is(err, errStopped) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	notLeader, noQuorum := remoteErr(err)
+	if notLeader || noQuorum {
+		return true
+	}
+	var serverErr rpc.ServerError
+	// Anything that is not an answer from the leader's service is a
+	// transport failure: the leader may be gone, try again.
+	return !errors.As(err, &serverErr)
+}
+
+func isLeadershipErr(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore) ||
+		errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, ErrNotLeader)
+}
+
+// applyLocal appends on this node, which must be the leader, and waits for
+// the entry to be applied here.
+func (n *Node) applyLocal(id ProposalID, data []byte) (uint64, []byte, error) {
+	f := n.raft.Apply(encodeCommand(id, data), n.cfg.ProposeTimeout)
+	if err := f.Error(); err != nil {
+		return 0, nil, err
+	}
+	res, _ := f.Response().(applyResult)
+	if res.err != nil {
+		return 0, nil, res.err
+	}
+	return f.Index(), res.data, nil
+}
+
+// watchLeadership drains raft's NotifyCh (an undrained one blocks raft) and
+// writes a marker entry at the start of each term this node leads.
+func (n *Node) watchLeadership() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.notifyCh:
+			if isLeader {
+				go n.markLeaderReady(n.raft.CurrentTerm())
+			}
+		}
+	}
+}
+
+// markLeaderReady commits a marker entry in the new term. Once it is applied
+// here, every entry of earlier terms is applied too, so the commit index is
+// a safe read index (Raft §6.4).
+func (n *Node) markLeaderReady(term uint64) {
+	if err := n.raft.Apply([]byte{kindMarker}, n.cfg.ProposeTimeout).Error(); err != nil {
+		return
+	}
+	if n.raft.CurrentTerm() != term {
+		return
+	}
+	n.readyMu.Lock()
+	if term > n.readyTerm {
+		n.readyTerm = term
+		close(n.readyChanged)
+		n.readyChanged = make(chan struct{})
+	}
+	n.readyMu.Unlock()
+}
+
+// leaderReadIndex is the leader side of a read barrier.
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	tick := time.NewTicker(n.cfg.HeartbeatTimeout / 4)
+	defer tick.Stop()
+	for {
+		if !n.IsLeader() {
+			return 0, ErrNotLeader
+		}
+		n.readyMu.Lock()
+		ready, changed := n.readyTerm == n.raft.CurrentTerm(), n.readyChanged
+		n.readyMu.Unlock()
+		if ready {
+			break
+		}
+		select {
+		case <-changed:
+		case <-tick.C:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, err
+	}
+	return n.raft.CommitIndex(), nil
+}
+
+// Configuration returns the current Raft configuration.
+func (n *Node) Configuration() ([]Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+func (n *Node) membershipTimeout() time.Duration { return n.cfg.ProposeTimeout }
+
+// AddVoter adds a voter or promotes a nonvoter. Leader only.
+func (n *Node) AddVoter(id, addr string) error {
+	return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.membershipTimeout()).Error()
+}
+
+// AddNonvoter adds a server that receives the log but does not vote. Leader only.
+func (n *Node) AddNonvoter(id, addr string) error {
+	return n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.membershipTimeout()).Error()
+}
+
+// RemoveServer removes a server from the configuration. Leader only.
+func (n *Node) RemoveServer(id string) error {
+	return n.raft.RemoveServer(raft.ServerID(id), 0, n.membershipTimeout()).Error()
+}
+
+// TransferLeadership hands leadership to another voter. Leader only.
+func (n *Node) TransferLeadership() error {
+	return n.raft.LeadershipTransfer().Error()
+}
+
+// RequestRemove removes server id through whichever node leads, for a
+// graceful leave started on any node.
+func (n *Node) RequestRemove(ctx context.Context, id string) error {
+	return n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
+		if leaderAddr == "" {
+			return n.RemoveServer(id)
+		}
+		return n.clients.call(ctx, leaderAddr, "RemoveServer", RemoveArgs{ID: id}, &Empty{})
+	})
+}
+
+// Snapshot takes a snapshot now and compacts the log.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops Raft and closes the log. The state machine is the caller's
+// to close afterwards.
+func (n *Node) Shutdown() error {
+	var err error
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		if n.raft != nil {
+			err = n.raft.Shutdown().Error()
+		}
+		_ = n.cfg.RPCLink.Close()
+		_ = n.transport.Close()
+		n.clients.closeAll()
+		n.wg.Wait()
+		if cerr := n.logStore.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}

@@ -1,0 +1,180 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/mailcluster/mailcluster/consensus"
+)
+
+// Version is reported in gossip and status.
+const Version = "0.1.0"
+
+// Links lets a test cut the links between real nodes without touching the
+// kernel. peer is a node ID (cluster connections) or a gossip address
+// (memberlist packets and streams). Production nodes have none.
+type Links interface {
+	Allowed(peer string) bool
+}
+
+// GossipTiming tunes memberlist's failure detector.
+type GossipTiming struct {
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	SuspicionMult  int
+	GossipInterval time.Duration
+	PushPull       time.Duration
+}
+
+// Profile bundles the timings for one kind of network.
+type Profile struct {
+	Raft   consensus.Timing
+	Gossip GossipTiming
+	// Reconcile is how often the leader compares gossip with Raft, and how
+	// often a fresh node checks whether it can bootstrap.
+	Reconcile time.Duration
+	// Rejoin is how often a node retries gossip with peers it cannot see.
+	Rejoin time.Duration
+}
+
+// LANProfile: one site, round trips under 10 ms. A dead leader is replaced
+// in about a second; a crashed node is declared failed in about 2 s.
+func LANProfile() Profile {
+	return Profile{
+		Raft: consensus.LANTiming(),
+		Gossip: GossipTiming{
+			ProbeInterval:  500 * time.Millisecond,
+			ProbeTimeout:   250 * time.Millisecond,
+			SuspicionMult:  3,
+			GossipInterval: 100 * time.Millisecond,
+			PushPull:       15 * time.Second,
+		},
+		Reconcile: time.Second,
+		Rejoin:    5 * time.Second,
+	}
+}
+
+// WANProfile: nodes on several sites, round trips up to a few hundred ms.
+func WANProfile() Profile {
+	return Profile{
+		Raft: consensus.WANTiming(),
+		Gossip: GossipTiming{
+			ProbeInterval:  3 * time.Second,
+			ProbeTimeout:   1500 * time.Millisecond,
+			SuspicionMult:  5,
+			GossipInterval: 300 * time.Millisecond,
+			PushPull:       30 * time.Second,
+		},
+		Reconcile: 2 * time.Second,
+		Rejoin:    15 * time.Second,
+	}
+}
+
+// TestProfile: everything fast, for in-process clusters on loopback.
+func TestProfile() Profile {
+	return Profile{
+		Raft: consensus.Timing{
+			HeartbeatTimeout:   150 * time.Millisecond,
+			ElectionTimeout:    150 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond,
+			CommitTimeout:      5 * time.Millisecond,
+		},
+		Gossip: GossipTiming{
+			ProbeInterval:  100 * time.Millisecond,
+			ProbeTimeout:   50 * time.Millisecond,
+			SuspicionMult:  2,
+			GossipInterval: 20 * time.Millisecond,
+			PushPull:       2 * time.Second,
+		},
+		Reconcile: 100 * time.Millisecond,
+		Rejoin:    500 * time.Millisecond,
+	}
+}
+
+// ProfileByName returns "lan" or "wan".
+func ProfileByName(name string) (Profile, error) {
+	switch name {
+	case "", "lan":
+		return LANProfile(), nil
+	case "wan":
+		return WANProfile(), nil
+	case "test":
+		return TestProfile(), nil
+	}
+	return Profile{}, fmt.Errorf("unknown profile %q (want lan or wan)", name)
+}
+
+// Config is everything one node needs. cmd/mailcluster fills it from TOML,
+// flags and the environment; tests fill it directly.
+type Config struct {
+	NodeID  string
+	Zone    string
+	DataDir string
+	Secret  []byte // the cluster secret: encrypts gossip, authenticates the cluster port
+
+	GossipAddr       string // bind host:port for memberlist (UDP and TCP)
+	GossipAdvertise  string // host:port others use; empty: derived from the bind address
+	ClusterAddr      string // bind host:port for Raft, forwarding and blob copies
+	ClusterAdvertise string // empty: the gossip advertise host with the cluster port
+	HTTPAddr         string // health, metrics and admin API
+	AdminToken       string // bearer token for /api; empty disables the admin API
+
+	Join            []string // gossip addresses of existing members
+	BootstrapExpect int      // 0: never bootstrap, wait to be added
+
+	Profile           Profile
+	ProposeTimeout    time.Duration // how long a write waits for a quorum before failing
+	DeadServerTimeout time.Duration // how long a member may be gone before the leader removes it
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	Logger *slog.Logger
+	Links  Links
+}
+
+func (c *Config) validate() error {
+	if c.NodeID == "" {
+		return errors.New("node_id is empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir is empty")
+	}
+	if len(c.Secret) == 0 {
+		return errors.New("no cluster secret: set secret (or MAILCLUSTER_SECRET); every node of a cluster needs the same one")
+	}
+	for name, addr := range map[string]string{"gossip_addr": c.GossipAddr, "cluster_addr": c.ClusterAddr, "http_addr": c.HTTPAddr} {
+		if _, _, err := splitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q: %v", name, addr, err)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("bootstrap_expect must be 0 or more")
+	}
+	if c.Profile.Reconcile == 0 {
+		c.Profile = LANProfile()
+	}
+	if c.DeadServerTimeout == 0 {
+		c.DeadServerTimeout = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", portStr)
+	}
+	return host, port, nil
+}

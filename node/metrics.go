@@ -1,0 +1,59 @@
+package node
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is this node's Prometheus registry. Each node has its own (never
+// the global default registry) so several nodes can share a process.
+type metrics struct {
+	registry *prometheus.Registry
+}
+
+func newMetrics(n *Node) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "mailcluster", Name: name, Help: help}, f))
+	}
+	gauge("raft_leader", "1 if this node is the Raft leader.", func() float64 {
+		if n.cons.IsLeader() {
+			return 1
+		}
+		return 0
+	})
+	gauge("raft_has_leader", "1 if this node knows a leader.", func() float64 {
+		if id, _ := n.cons.Leader(); id != "" {
+			return 1
+		}
+		return 0
+	})
+	gauge("raft_term", "Current Raft term.", func() float64 { return float64(n.cons.Status().Term) })
+	gauge("raft_commit_index", "Highest log index known committed.", func() float64 { return float64(n.cons.Status().CommitIndex) })
+	gauge("raft_applied_index", "Highest log index applied to the local state.", func() float64 { return float64(n.cons.AppliedIndex()) })
+	gauge("raft_last_index", "Highest log index stored locally.", func() float64 { return float64(n.cons.Status().LastIndex) })
+	gauge("raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader).", func() float64 {
+		st := n.cons.Status()
+		if st.LastContact.IsZero() {
+			return 0
+		}
+		return time.Since(st.LastContact).Seconds()
+	})
+	gauge("members_alive", "Cluster members gossip sees alive, this node included.", func() float64 { return float64(n.gossip.list.NumMembers()) })
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "mailcluster", Name: "build_info", Help: "Always 1; labels carry the version."}, []string{"version"})
+	build.WithLabelValues(Version).Set(1)
+	reg.MustRegister(build)
+	return &metrics{registry: reg}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}

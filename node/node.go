@@ -1,0 +1,290 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+
+	"github.com/mailcluster/mailcluster/clusternet"
+	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/replication/state"
+)
+
+// readySlack is how many applied entries a node may trail the commit index
+// and still call itself ready.
+const readySlack = 64
+
+// Node is one running cluster member.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	lock     *os.File
+	mux      *clusternet.Mux
+	fsm      *state.FSM
+	cons     *consensus.Node
+	gossip   *gossip
+	httpLn   net.Listener
+	http     *http.Server
+	metrics  *metrics
+	advHost  string
+	services map[string]string
+
+	reconcileCh chan struct{}
+	peersMu     sync.Mutex
+	peers       map[string]string // node ID -> gossip address, for rejoining
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	left     atomic.Bool
+	fatalErr atomic.Value // error
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+// Start brings a node up: it opens the data folder, the cluster port, Raft
+// and gossip, and serves HTTP. It returns once everything listens; joining
+// or bootstrapping the cluster continues in the background.
+func Start(cfg Config) (n *Node, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n = &Node{
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", cfg.NodeID),
+		reconcileCh: make(chan struct{}, 1),
+		peers:       make(map[string]string),
+		done:        make(chan struct{}),
+		services:    make(map[string]string),
+	}
+	// On any failure below, release what was opened, in reverse order.
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	if n.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = n.lock.Close() })
+	if err = checkNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	if n.advHost, err = advertiseHost(&cfg); err != nil {
+		return nil, err
+	}
+
+	identity, err := clusternet.NewIdentity(cfg.Secret, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	var policy clusternet.Policy
+	if cfg.Links != nil {
+		policy = cfg.Links
+	}
+	if n.mux, err = clusternet.Listen(cfg.ClusterAddr, identity, policy, n.log); err != nil {
+		return nil, fmt.Errorf("cluster_addr %s: %w", cfg.ClusterAddr, err)
+	}
+	closers = append(closers, func() { _ = n.mux.Close() })
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http_addr %s: %w", cfg.HTTPAddr, err)
+	}
+	closers = append(closers, func() { _ = n.httpLn.Close() })
+
+	if n.fsm, err = state.Open(filepath.Join(cfg.DataDir, "state", "state.db"), state.Options{}); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = n.fsm.Close() })
+
+	clusterAdvertise := cfg.ClusterAdvertise
+	if clusterAdvertise == "" {
+		clusterAdvertise = net.JoinHostPort(n.advHost, strconv.Itoa(n.mux.Addr().(*net.TCPAddr).Port))
+	}
+	n.cons, err = consensus.Open(consensus.Config{
+		NodeID:            cfg.NodeID,
+		Advertise:         clusterAdvertise,
+		Dir:               filepath.Join(cfg.DataDir, "raft"),
+		RaftLink:          n.mux.Channel(clusternet.ChannelRaft),
+		RPCLink:           n.mux.Channel(clusternet.ChannelRPC),
+		StateMachine:      n.fsm,
+		Timing:            cfg.Profile.Raft,
+		ProposeTimeout:    cfg.ProposeTimeout,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		SnapshotInterval:  cfg.SnapshotInterval,
+		TrailingLogs:      cfg.TrailingLogs,
+		Logger:            n.log,
+		OnFatal:           n.fatal,
+	})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = n.cons.Shutdown() })
+	go func() { _ = n.mux.Serve() }()
+
+	record := Record{
+		ID:       cfg.NodeID,
+		Zone:     cfg.Zone,
+		Cluster:  clusterAdvertise,
+		HTTP:     n.advertised(n.httpLn.Addr()),
+		Services: n.services,
+		Version:  Version,
+		Expect:   cfg.BootstrapExpect,
+		Fresh:    !n.cons.HasState(),
+	}
+	if n.gossip, err = startGossip(&cfg, n.advHost, record); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = n.gossip.list.Shutdown() })
+	n.loadPeers()
+
+	n.metrics = newMetrics(n)
+	n.http = &http.Server{
+		Handler: web.NewHandler(web.Options{
+			Cluster: n,
+			Token:   cfg.AdminToken,
+			Metrics: n.metrics.handler(),
+			Logger:  n.log,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.goLoop(func() { n.bootstrapLoop(ctx) })
+	n.goLoop(func() { n.reconcileLoop(ctx) })
+	n.goLoop(func() { n.rejoinLoop(ctx) })
+
+	n.log.Info("node started", "cluster", clusterAdvertise, "gossip", n.gossip.advertiseAddr(), "http", n.httpLn.Addr().String(),
+		"bootstrap_expect", cfg.BootstrapExpect, "has_state", !record.Fresh)
+	return n, nil
+}
+
+func (n *Node) goLoop(f func()) {
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); f() }()
+}
+
+// advertiseHost picks the host other nodes should use to reach this one.
+func advertiseHost(cfg *Config) (string, error) {
+	if cfg.GossipAdvertise != "" {
+		host, _, err := splitHostPort(cfg.GossipAdvertise)
+		return host, err
+	}
+	host, _, _ := splitHostPort(cfg.GossipAddr)
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return host, nil
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		return host, nil // a host name
+	}
+	ip, err := sockaddr.GetPrivateIP()
+	if err != nil || ip == "" {
+		return "", errors.New("cannot pick an address to advertise: set gossip_advertise")
+	}
+	return ip, nil
+}
+
+// advertised turns a bound address into one other nodes can dial.
+func (n *Node) advertised(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if tcp.IP.IsUnspecified() {
+		return net.JoinHostPort(n.advHost, strconv.Itoa(tcp.Port))
+	}
+	return tcp.String()
+}
+
+// ID is this node's ID.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Consensus exposes the Raft member, for tests and benchmarks.
+func (n *Node) Consensus() *consensus.Node { return n.cons }
+
+// FSM exposes the local state machine, for tests.
+func (n *Node) FSM() *state.FSM { return n.fsm }
+
+// HTTPAddr is the bound HTTP address.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// GossipAddr is the advertised gossip address.
+func (n *Node) GossipAddr() string { return n.gossip.advertiseAddr() }
+
+// ClusterAddr is the advertised cluster port address.
+func (n *Node) ClusterAddr() string { return n.gossip.localRecord().Cluster }
+
+// Done is closed once the node has stopped: after Shutdown, a graceful
+// leave, or a fatal state machine error.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err reports why the node stopped on its own, if it did.
+func (n *Node) Err() error {
+	if err, ok := n.fatalErr.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// Left reports whether the node stopped because it left the cluster.
+func (n *Node) Left() bool { return n.left.Load() }
+
+func (n *Node) fatal(err error) {
+	n.fatalErr.Store(fmt.Errorf("state machine failed: %w", err))
+	n.log.Error("stopping node: the replicated state cannot be applied safely", "err", err)
+	go func() { _ = n.Shutdown(context.Background()) }()
+}
+
+// Shutdown stops the node without leaving the cluster: the other members
+// see it as failed until it comes back. Safe to call more than once.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.cancel()
+		_ = n.http.Shutdown(ctx)
+		_ = n.gossip.list.Shutdown()
+		n.wg.Wait()
+		_ = n.cons.Shutdown()
+		_ = n.mux.Close()
+		_ = n.fsm.Close()
+		_ = n.lock.Close()
+		n.log.Info("node stopped")
+		close(n.done)
+	})
+	<-n.done
+	return nil
+}
+
+// Ready reports nil once the node has a leader and has applied the log up
+// to (nearly) the commit index.
+func (n *Node) Ready(context.Context) error {
+	leader, _ := n.cons.Leader()
+	if leader == "" {
+		return errors.New("no leader known")
+	}
+	st := n.cons.Status()
+	if st.CommitIndex > st.AppliedIndex+readySlack {
+		return fmt.Errorf("catching up: applied %d of %d", st.AppliedIndex, st.CommitIndex)
+	}
+	return nil
+}

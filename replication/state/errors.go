@@ -1,0 +1,112 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors a command's result can carry, and errors of the read API. They say
+// what is wrong in mailbox terms; each protocol maps them to its own replies.
+var (
+	ErrNoSuchDomain      = errors.New("state: no such domain")
+	ErrDomainExists      = errors.New("state: domain exists")
+	ErrDomainNotEmpty    = errors.New("state: domain still has accounts or aliases")
+	ErrNoSuchAccount     = errors.New("state: no such account")
+	ErrAccountExists     = errors.New("state: account exists")
+	ErrAccountDisabled   = errors.New("state: account disabled")
+	ErrNoSuchMailbox     = errors.New("state: no such mailbox")
+	ErrMailboxExists     = errors.New("state: mailbox exists")
+	ErrHasChildren       = errors.New("state: mailbox has children")
+	ErrInvalidName       = errors.New("state: invalid mailbox name")
+	ErrCannotDeleteInbox = errors.New("state: INBOX cannot be deleted")
+	ErrQuotaExceeded     = errors.New("state: quota exceeded")
+	ErrNoSuchAlias       = errors.New("state: no such alias")
+	ErrAliasExists       = errors.New("state: an alias has this address")
+	ErrInvalidAddress    = errors.New("state: invalid address or domain name")
+	ErrInvalidArgument   = errors.New("state: invalid argument")
+	ErrExhausted         = errors.New("state: identifier space exhausted")
+	ErrNoSuchMessage     = errors.New("state: no such message")
+	ErrNoSuchBlob        = errors.New("state: no such blob")
+
+	// ErrUnknownCommand is returned by Decode and Apply for a command type
+	// byte this version does not know; the node must stop rather than diverge.
+	ErrUnknownCommand = errors.New("state: unknown command type")
+	// ErrClosed is returned after Close, or after a failed Restore left no
+	// usable database.
+	ErrClosed = errors.New("state: state machine closed")
+)
+
+// Code is the wire form of a command's error inside a result. Codes are
+// stable: never renumber, only add.
+type Code uint16
+
+const (
+	CodeOK Code = iota
+	CodeNoSuchDomain
+	CodeDomainExists
+	CodeDomainNotEmpty
+	CodeNoSuchAccount
+	CodeAccountExists
+	CodeAccountDisabled
+	CodeNoSuchMailbox
+	CodeMailboxExists
+	CodeHasChildren
+	CodeInvalidName
+	CodeCannotDeleteInbox
+	CodeQuotaExceeded
+	CodeNoSuchAlias
+	CodeAliasExists
+	CodeInvalidAddress
+	CodeInvalidArgument
+	CodeExhausted
+	CodeNoSuchMessage
+	CodeNoSuchBlob
+)
+
+// codeErrs is indexed by Code; it is never written after initialisation.
+var codeErrs = [...]error{
+	CodeOK:                nil,
+	CodeNoSuchDomain:      ErrNoSuchDomain,
+	CodeDomainExists:      ErrDomainExists,
+	CodeDomainNotEmpty:    ErrDomainNotEmpty,
+	CodeNoSuchAccount:     ErrNoSuchAccount,
+	CodeAccountExists:     ErrAccountExists,
+	CodeAccountDisabled:   ErrAccountDisabled,
+	CodeNoSuchMailbox:     ErrNoSuchMailbox,
+	CodeMailboxExists:     ErrMailboxExists,
+	CodeHasChildren:       ErrHasChildren,
+	CodeInvalidName:       ErrInvalidName,
+	CodeCannotDeleteInbox: ErrCannotDeleteInbox,
+	CodeQuotaExceeded:     ErrQuotaExceeded,
+	CodeNoSuchAlias:       ErrNoSuchAlias,
+	CodeAliasExists:       ErrAliasExists,
+	CodeInvalidAddress:    ErrInvalidAddress,
+	CodeInvalidArgument:   ErrInvalidArgument,
+	CodeExhausted:         ErrExhausted,
+	CodeNoSuchMessage:     ErrNoSuchMessage,
+	CodeNoSuchBlob:        ErrNoSuchBlob,
+}
+
+// Err returns the sentinel error for c (nil for CodeOK). A code from a newer
+// version decodes to a descriptive error that matches no sentinel.
+func (c Code) Err() error {
+	if int(c) < len(codeErrs) {
+		return codeErrs[c]
+	}
+	return fmt.Errorf("state: unknown error code %d", c)
+}
+
+// CodeOf returns the code for one of this package's sentinel errors.
+// Any other non-nil error maps to CodeInvalidArgument; CodeOf never sees
+// storage errors, which abort Apply instead of becoming results.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	for c, e := range codeErrs {
+		if e != nil && errors.Is(err, e) {
+			return Code(c)
+		}
+	}
+	return CodeInvalidArgument
+}

@@ -1,0 +1,204 @@
+package state
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Result is the decoded outcome of one applied command. Err returns the
+// command's failure as one of this package's sentinels (errors.Is works), or
+// nil. Deliver's per-target failures are in its Targets, not in Err.
+type Result interface {
+	Err() error
+	resultType() byte
+}
+
+// Status carries a command's error code; every result embeds it.
+type Status struct {
+	Code Code `json:"code,omitempty"`
+}
+
+func (s Status) Err() error { return s.Code.Err() }
+
+// Result type bytes. Never renumber or reuse.
+const (
+	resultDone    byte = 0x01
+	resultAccount byte = 0x02
+	resultMailbox byte = 0x03
+	resultDeliver byte = 0x04
+	resultAppend  byte = 0x05
+	resultCopy    byte = 0x06
+	resultFlags   byte = 0x07
+	resultExpunge byte = 0x08
+	resultRecent  byte = 0x09
+	resultPurge   byte = 0x0a
+)
+
+// Done is the result of commands that return nothing but success or failure.
+type Done struct {
+	Status
+}
+
+// AccountResult answers AddAccount.
+type AccountResult struct {
+	Status
+	ID uint64 `json:"id,omitempty"`
+}
+
+// MailboxResult answers CreateMailbox and RenameMailbox.
+type MailboxResult struct {
+	Status
+	MailboxID   uint64 `json:"mailbox,omitempty"`
+	UIDValidity uint32 `json:"uidvalidity,omitempty"`
+}
+
+// TargetResult is the outcome for one DeliverTarget.
+type TargetResult struct {
+	Status
+	MailboxID   uint64 `json:"mailbox,omitempty"`
+	UIDValidity uint32 `json:"uidvalidity,omitempty"`
+	UID         uint32 `json:"uid,omitempty"`
+}
+
+// DeliverResult answers Deliver, one TargetResult per target in order.
+type DeliverResult struct {
+	Status
+	Targets []TargetResult `json:"targets,omitempty"`
+}
+
+// AppendResult answers Append (APPENDUID).
+type AppendResult struct {
+	Status
+	MailboxID   uint64 `json:"mailbox,omitempty"`
+	UIDValidity uint32 `json:"uidvalidity,omitempty"`
+	UID         uint32 `json:"uid,omitempty"`
+}
+
+// CopyResult answers Copy and Move (COPYUID): the i-th UID of Source went to
+// the i-th UID of Dest; both sets are ascending and of equal length.
+type CopyResult struct {
+	Status
+	UIDValidity uint32 `json:"uidvalidity,omitempty"` // of the destination
+	Source      UIDSet `json:"src,omitempty"`
+	Dest        UIDSet `json:"dst,omitempty"`
+}
+
+// FlagGroup is a set of messages that ended up with the same flags.
+type FlagGroup struct {
+	Flags Flags  `json:"flags,omitzero"`
+	UIDs  UIDSet `json:"uids"`
+}
+
+// FlagsResult answers SetFlags. Changed lists the messages whose flags
+// changed, grouped by their new flags; all of them now have MODSEQ ModSeq.
+// Modified lists messages skipped by UnchangedSince. Matched messages whose
+// flags already were as asked are in neither list and keep their MODSEQ.
+type FlagsResult struct {
+	Status
+	ModSeq   uint64      `json:"modseq,omitempty"`
+	Changed  []FlagGroup `json:"changed,omitempty"`
+	Modified UIDSet      `json:"modified,omitempty"`
+}
+
+// ExpungeResult answers Expunge: the removed UIDs and the mailbox's new
+// HIGHESTMODSEQ (0 if nothing was removed).
+type ExpungeResult struct {
+	Status
+	UIDs   UIDSet `json:"uids,omitempty"`
+	ModSeq uint64 `json:"modseq,omitempty"`
+}
+
+// RecentResult answers ClaimRecent: UIDs in [Watermark, UIDNext) are recent
+// for the claiming session.
+type RecentResult struct {
+	Status
+	Watermark uint32 `json:"watermark,omitempty"`
+	UIDNext   uint32 `json:"uidnext,omitempty"`
+}
+
+// PurgeResult answers PurgeBlobs with the blobs the state forgot.
+type PurgeResult struct {
+	Status
+	Blobs []BlobID `json:"blobs,omitempty"`
+}
+
+func (Done) resultType() byte          { return resultDone }
+func (AccountResult) resultType() byte { return resultAccount }
+func (MailboxResult) resultType() byte { return resultMailbox }
+func (DeliverResult) resultType() byte { return resultDeliver }
+func (AppendResult) resultType() byte  { return resultAppend }
+func (CopyResult) resultType() byte    { return resultCopy }
+func (FlagsResult) resultType() byte   { return resultFlags }
+func (ExpungeResult) resultType() byte { return resultExpunge }
+func (RecentResult) resultType() byte  { return resultRecent }
+func (PurgeResult) resultType() byte   { return resultPurge }
+
+// encodeResult is deterministic: fixed field order, no maps.
+func encodeResult(r Result) ([]byte, error) {
+	payload, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("state: encode result %T: %w", r, err)
+	}
+	return append([]byte{r.resultType()}, payload...), nil
+}
+
+// DecodeResult parses the bytes Apply returned for one entry. It returns a
+// value type (Done, DeliverResult, …); see ResultAs for a typed shortcut.
+func DecodeResult(data []byte) (Result, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("state: empty result")
+	}
+	var (
+		r   Result
+		err error
+	)
+	body := data[1:]
+	switch data[0] {
+	case resultDone:
+		r, err = decodeAs[Done](body)
+	case resultAccount:
+		r, err = decodeAs[AccountResult](body)
+	case resultMailbox:
+		r, err = decodeAs[MailboxResult](body)
+	case resultDeliver:
+		r, err = decodeAs[DeliverResult](body)
+	case resultAppend:
+		r, err = decodeAs[AppendResult](body)
+	case resultCopy:
+		r, err = decodeAs[CopyResult](body)
+	case resultFlags:
+		r, err = decodeAs[FlagsResult](body)
+	case resultExpunge:
+		r, err = decodeAs[ExpungeResult](body)
+	case resultRecent:
+		r, err = decodeAs[RecentResult](body)
+	case resultPurge:
+		r, err = decodeAs[PurgeResult](body)
+	default:
+		return nil, fmt.Errorf("state: unknown result type 0x%02x", data[0])
+	}
+	return r, err
+}
+
+func decodeAs[T Result](body []byte) (Result, error) {
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("state: decode result %T: %w", v, err)
+	}
+	return v, nil
+}
+
+// ResultAs decodes result bytes as T, e.g. ResultAs[DeliverResult](b). It
+// does not return the command's own error: check res.Err().
+func ResultAs[T Result](data []byte) (T, error) {
+	var zero T
+	r, err := DecodeResult(data)
+	if err != nil {
+		return zero, err
+	}
+	v, ok := r.(T)
+	if !ok {
+		return zero, fmt.Errorf("state: result is %T, not %T", r, zero)
+	}
+	return v, nil
+}

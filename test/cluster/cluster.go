@@ -1,0 +1,355 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/node"
+)
+
+// Options shapes a test cluster.
+type Options struct {
+	Nodes int // default 3
+	// Configure adjusts node i's configuration before each start.
+	Configure func(i int, cfg *node.Config)
+	// Logger receives every node's log; default: discarded unless
+	// MAILCLUSTER_TEST_LOG=1.
+	Logger *slog.Logger
+}
+
+// Member is one node slot: its configuration survives Kill and Restart.
+type Member struct {
+	ID   string
+	Dir  string
+	Node *node.Node // nil while killed
+	cfg  node.Config
+}
+
+// Cluster is a running set of in-process nodes.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	secret  []byte
+	links   *links
+	Members []*Member
+}
+
+// Timeout bounds every wait in the harness.
+const Timeout = 30 * time.Second
+
+// New starts opts.Nodes nodes that bootstrap one cluster through gossip
+// (bootstrap-expect), and waits until all of them are voters under one leader.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+		if os.Getenv("MAILCLUSTER_TEST_LOG") == "1" {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
+	c := &Cluster{t: t, opts: opts, secret: []byte("test cluster secret, not for production"), links: newLinks()}
+	t.Cleanup(c.Close)
+	for i := range opts.Nodes {
+		m := c.newMember(i, opts.Nodes)
+		c.Members = append(c.Members, m)
+		c.start(i)
+	}
+	c.WaitForVoters(opts.Nodes)
+	return c
+}
+
+func (c *Cluster) newMember(i, expect int) *Member {
+	id := fmt.Sprintf("node%d", i+1)
+	dir := filepath.Join(c.t.TempDir(), id)
+	m := &Member{ID: id, Dir: dir}
+	m.cfg = node.Config{
+		NodeID:            id,
+		DataDir:           dir,
+		Secret:            c.secret,
+		GossipAddr:        "127.0.0.1:0",
+		ClusterAddr:       "127.0.0.1:0",
+		HTTPAddr:          "127.0.0.1:0",
+		AdminToken:        "test-admin-token",
+		BootstrapExpect:   expect,
+		Profile:           node.TestProfile(),
+		ProposeTimeout:    3 * time.Second,
+		DeadServerTimeout: time.Hour,
+		Logger:            c.opts.Logger,
+		Links:             view{l: c.links, self: id},
+	}
+	for _, other := range c.Members {
+		if other.Node != nil {
+			m.cfg.Join = append(m.cfg.Join, other.Node.GossipAddr())
+		}
+	}
+	return m
+}
+
+// start starts member i with its saved configuration.
+func (c *Cluster) start(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	cfg := m.cfg
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, &cfg)
+	}
+	n, err := node.Start(cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", m.ID, err)
+	}
+	m.Node = n
+	// Pin the ports so a restart comes back at the same addresses.
+	m.cfg.GossipAddr = n.GossipAddr()
+	m.cfg.ClusterAddr = n.ClusterAddr()
+	m.cfg.HTTPAddr = n.HTTPAddr()
+	c.links.register(n.GossipAddr(), m.ID)
+}
+
+// Node returns member i's running node; it fails the test if i is killed.
+func (c *Cluster) Node(i int) *node.Node {
+	c.t.Helper()
+	if c.Members[i].Node == nil {
+		c.t.Fatalf("%s is not running", c.Members[i].ID)
+	}
+	return c.Members[i].Node
+}
+
+// Kill stops member i abruptly: no leave, no leadership transfer. Its data
+// stays on disk.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	if m.Node == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	_ = m.Node.Shutdown(ctx)
+	m.Node = nil
+}
+
+// Restart starts a killed member again on its old ports and data.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	if c.Members[i].Node != nil {
+		c.t.Fatalf("%s is running", c.Members[i].ID)
+	}
+	c.start(i)
+}
+
+// Wipe deletes a killed member's data folder: the disk is lost.
+func (c *Cluster) Wipe(i int) {
+	c.t.Helper()
+	if c.Members[i].Node != nil {
+		c.t.Fatalf("wipe %s: kill it first", c.Members[i].ID)
+	}
+	if err := os.RemoveAll(c.Members[i].Dir); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// AddNode starts one more node that joins the running cluster through
+// gossip (no bootstrap-expect) and returns its index.
+func (c *Cluster) AddNode() int {
+	c.t.Helper()
+	return c.AddNodeWith(nil)
+}
+
+// AddNodeWith is AddNode with a change to the new node's configuration.
+func (c *Cluster) AddNodeWith(change func(cfg *node.Config)) int {
+	c.t.Helper()
+	i := len(c.Members)
+	m := c.newMember(i, 0)
+	if change != nil {
+		change(&m.cfg)
+	}
+	c.Members = append(c.Members, m)
+	c.start(i)
+	return i
+}
+
+// Partition cuts every link between nodes of different groups. Nodes not
+// named in any group keep all their links.
+func (c *Cluster) Partition(groups ...[]int) { c.partition(false, groups) }
+
+// PartitionGossip cuts only gossip between the groups; Raft still flows.
+func (c *Cluster) PartitionGossip(groups ...[]int) { c.partition(true, groups) }
+
+func (c *Cluster) partition(gossipOnly bool, groups [][]int) {
+	for gi, g := range groups {
+		for gj, h := range groups {
+			if gi == gj {
+				continue
+			}
+			for _, a := range g {
+				for _, b := range h {
+					c.links.set(c.Members[a].ID, c.Members[b].ID, gossipOnly)
+				}
+			}
+		}
+	}
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() { c.links.heal() }
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for i := range c.Members {
+		c.Kill(i)
+	}
+}
+
+// Running lists the indexes of running members.
+func (c *Cluster) Running() []int {
+	var out []int
+	for i, m := range c.Members {
+		if m.Node != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// WaitFor polls cond every 10 ms until it holds, failing the test after
+// Timeout.
+func (c *Cluster) WaitFor(what string, cond func() bool) {
+	c.t.Helper()
+	WaitFor(c.t, what, Timeout, cond)
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Leader waits until exactly one running member leads and the others
+// agree, and returns its index.
+func (c *Cluster) Leader() int {
+	c.t.Helper()
+	return c.LeaderAmong(c.Running())
+}
+
+// LeaderAmong waits for a leader among the given members, as they see it.
+func (c *Cluster) LeaderAmong(members []int) int {
+	c.t.Helper()
+	leader := -1
+	c.WaitFor("a leader", func() bool {
+		leader = -1
+		for _, i := range members {
+			n := c.Members[i].Node
+			if n == nil {
+				continue
+			}
+			if n.Consensus().IsLeader() {
+				if leader >= 0 {
+					return false
+				}
+				leader = i
+			}
+		}
+		if leader < 0 {
+			return false
+		}
+		for _, i := range members {
+			if n := c.Members[i].Node; n != nil {
+				if id, _ := n.Consensus().Leader(); id != c.Members[leader].ID {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return leader
+}
+
+// Follower returns the index of some running member that is not the leader.
+func (c *Cluster) Follower() int {
+	c.t.Helper()
+	l := c.Leader()
+	for _, i := range c.Running() {
+		if i != l {
+			return i
+		}
+	}
+	c.t.Fatal("no running follower")
+	return -1
+}
+
+// Voters returns the IDs of the voters in the leader's configuration.
+func (c *Cluster) Voters() []string {
+	c.t.Helper()
+	servers, err := c.Node(c.Leader()).Consensus().Configuration()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []string
+	for _, s := range servers {
+		if s.Voter {
+			out = append(out, s.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// WaitForVoters waits until the configuration holds n voters.
+func (c *Cluster) WaitForVoters(n int) {
+	c.t.Helper()
+	c.WaitFor(fmt.Sprintf("%d voters", n), func() bool {
+		for _, i := range c.Running() {
+			node := c.Members[i].Node
+			if !node.Consensus().IsLeader() {
+				continue
+			}
+			servers, err := node.Consensus().Configuration()
+			if err != nil {
+				return false
+			}
+			voters := 0
+			for _, s := range servers {
+				if s.Voter {
+					voters++
+				}
+			}
+			return voters == n
+		}
+		return false
+	})
+}
+
+// WaitApplied waits until every running member has applied index idx.
+func (c *Cluster) WaitApplied(idx uint64) {
+	c.t.Helper()
+	c.WaitFor(fmt.Sprintf("every node to apply index %d", idx), func() bool {
+		for _, i := range c.Running() {
+			if c.Members[i].Node.Consensus().AppliedIndex() < idx {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// SetDeadServerTimeout changes the timeout for future starts of every member.
+func (c *Cluster) SetDeadServerTimeout(d time.Duration) {
+	for _, m := range c.Members {
+		m.cfg.DeadServerTimeout = d
+	}
+}
