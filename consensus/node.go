@@ -242,6 +242,13 @@ func (n *Node) Propose(ctx context.Context, data []byte) (Result, error) {
 	if _, err := rand.Read(id[:]); err != nil {
 		return Result{}, err
 	}
+	return n.ProposeWithID(ctx, id, data)
+}
+
+// ProposeWithID is Propose with a caller-chosen proposal ID, for callers
+// that retry on their own after an error whose outcome is unknown: a
+// state machine that remembers IDs applies the proposal once.
+func (n *Node) ProposeWithID(ctx context.Context, id ProposalID, data []byte) (Result, error) {
 	var res Result
 	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
 		if leaderAddr == "" {

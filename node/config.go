@@ -133,6 +133,18 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
 
+	// Replicas is R, the copies of each message body (default 3, capped at
+	// the cluster size). A delivery waits for W = R/2+1 durable copies.
+	Replicas int
+	// MaxMessageSize limits delivered and appended messages (bytes).
+	MaxMessageSize int64
+	// Blob maintenance: repair brings bodies back to R copies, scrub
+	// re-verifies stored copies, GC deletes unreferenced ones after GCGrace.
+	RepairInterval time.Duration
+	ScrubInterval  time.Duration
+	GCInterval     time.Duration
+	GCGrace        time.Duration
+
 	Logger *slog.Logger
 	Links  Links
 }
@@ -160,6 +172,15 @@ func (c *Config) validate() error {
 	}
 	if c.DeadServerTimeout == 0 {
 		c.DeadServerTimeout = 10 * time.Minute
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Replicas < 1 {
+		return errors.New("replicas must be at least 1")
+	}
+	if c.GCGrace == 0 {
+		c.GCGrace = time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -48,6 +48,17 @@ func newMetrics(n *Node) *metrics {
 		return time.Since(st.LastContact).Seconds()
 	})
 	gauge("members_alive", "Cluster members gossip sees alive, this node included.", func() float64 { return float64(n.gossip.list.NumMembers()) })
+	gauge("blobs_held", "Message bodies stored on this node (as of the last walk).", func() float64 { return float64(n.bodies.Stats().Held) })
+	gauge("blobs_under_replicated", "Bodies this node is first in placement for that have fewer than R copies (last repair pass).", func() float64 {
+		return float64(n.bodies.Stats().UnderReplicated)
+	})
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "mailcluster", Name: name, Help: help}, f))
+	}
+	counter("blobs_corrupt_found_total", "Corrupt local body copies detected (reads and scrub).", func() float64 { return float64(n.bodies.Stats().CorruptFound) })
+	counter("blobs_repaired_total", "Body copies fetched from peers by repair, scrub or reads.", func() float64 { return float64(n.bodies.Stats().Repaired) })
+	counter("blobs_deleted_total", "Unreferenced bodies removed by garbage collection.", func() float64 { return float64(n.bodies.Stats().Deleted) })
+	counter("blob_push_failures_total", "Failed body copies to peers.", func() float64 { return float64(n.bodies.Stats().PushFailures) })
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "mailcluster", Name: "build_info", Help: "Always 1; labels carry the version."}, []string{"version"})
 	build.WithLabelValues(Version).Set(1)
 	reg.MustRegister(build)

@@ -19,6 +19,8 @@ import (
 	"github.com/mailcluster/mailcluster/clusternet"
 	"github.com/mailcluster/mailcluster/consensus"
 	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/replication/blob"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
 
@@ -35,6 +37,9 @@ type Node struct {
 	mux      *clusternet.Mux
 	fsm      *state.FSM
 	cons     *consensus.Node
+	blobs    *blob.Store
+	bodies   *blob.Replicator
+	store    *replication.Store
 	gossip   *gossip
 	httpLn   net.Listener
 	http     *http.Server
@@ -107,10 +112,22 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	closers = append(closers, func() { _ = n.httpLn.Close() })
 
-	if n.fsm, err = state.Open(filepath.Join(cfg.DataDir, "state", "state.db"), state.Options{}); err != nil {
+	feed := replication.NewFeed()
+	if n.fsm, err = state.Open(filepath.Join(cfg.DataDir, "state", "state.db"), state.Options{
+		OnCommit:  feed.Publish,
+		OnRestore: feed.Reset,
+	}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = n.fsm.Close() })
+	if n.blobs, err = blob.Open(filepath.Join(cfg.DataDir, "blobs"), blob.Options{
+		MaxBlobSize: cfg.MaxMessageSize,
+		GCGrace:     cfg.GCGrace,
+		Logger:      n.log,
+	}); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = n.blobs.Close() })
 
 	clusterAdvertise := cfg.ClusterAdvertise
 	if clusterAdvertise == "" {
@@ -135,6 +152,26 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = n.cons.Shutdown() })
+
+	blobLink := n.mux.Channel(clusternet.ChannelBlob)
+	n.bodies = blob.NewReplicator(n.blobs, blob.NewClient(n.blobs, blobLink), (*blobMembers)(n),
+		replication.NewReferences(n.fsm, n.caughtUpLocally), blob.ReplicatorOptions{
+			Replicas:       cfg.Replicas,
+			ClusterSize:    n.clusterSize,
+			RepairInterval: cfg.RepairInterval,
+			ScrubInterval:  cfg.ScrubInterval,
+			GCInterval:     cfg.GCInterval,
+			Logger:         n.log,
+		})
+	closers = append(closers, n.bodies.Close)
+	n.store = replication.New(replication.Config{
+		Consensus:      n.cons,
+		State:          n.fsm,
+		Bodies:         n.bodies,
+		Feed:           feed,
+		MaxMessageSize: cfg.MaxMessageSize,
+		Logger:         n.log,
+	})
 	go func() { _ = n.mux.Serve() }()
 
 	record := Record{
@@ -159,6 +196,7 @@ func Start(cfg Config) (n *Node, err error) {
 			Cluster: n,
 			Token:   cfg.AdminToken,
 			Metrics: n.metrics.handler(),
+			Admin:   n.store,
 			Logger:  n.log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -174,6 +212,10 @@ func Start(cfg Config) (n *Node, err error) {
 	n.goLoop(func() { n.bootstrapLoop(ctx) })
 	n.goLoop(func() { n.reconcileLoop(ctx) })
 	n.goLoop(func() { n.rejoinLoop(ctx) })
+	blobServer := blob.NewServer(n.blobs, blobLink, n.log)
+	n.goLoop(func() { _ = blobServer.Serve(ctx) })
+	n.goLoop(func() { _ = n.bodies.Run(ctx) })
+	n.goLoop(func() { n.store.PurgeLoop(ctx, n.cons.IsLeader, cfg.GCGrace, max(cfg.GCGrace/4, time.Second)) })
 
 	n.log.Info("node started", "cluster", clusterAdvertise, "gossip", n.gossip.advertiseAddr(), "http", n.httpLn.Addr().String(),
 		"bootstrap_expect", cfg.BootstrapExpect, "has_state", !record.Fresh)
@@ -226,6 +268,15 @@ func (n *Node) Consensus() *consensus.Node { return n.cons }
 // FSM exposes the local state machine, for tests.
 func (n *Node) FSM() *state.FSM { return n.fsm }
 
+// Store is this node's replicated mail store.
+func (n *Node) Store() *replication.Store { return n.store }
+
+// Bodies exposes the body replicator, for tests and status.
+func (n *Node) Bodies() *blob.Replicator { return n.bodies }
+
+// BlobStore exposes the local body files, for tests.
+func (n *Node) BlobStore() *blob.Store { return n.blobs }
+
 // HTTPAddr is the bound HTTP address.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
@@ -264,8 +315,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		_ = n.http.Shutdown(ctx)
 		_ = n.gossip.list.Shutdown()
 		n.wg.Wait()
+		n.bodies.Close()
 		_ = n.cons.Shutdown()
 		_ = n.mux.Close()
+		_ = n.blobs.Close()
 		_ = n.fsm.Close()
 		_ = n.lock.Close()
 		n.log.Info("node stopped")
@@ -273,6 +326,21 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	})
 	<-n.done
 	return nil
+}
+
+// caughtUpLocally reports whether this node's state has applied the log up
+// to the commit index it knows, with a known leader: the condition for
+// trusting "unreferenced" before deleting a body.
+func (n *Node) caughtUpLocally() bool { return n.Ready(context.Background()) == nil }
+
+// clusterSize counts the servers in the Raft configuration, dead ones
+// included: R is capped at it.
+func (n *Node) clusterSize() int {
+	servers, err := n.cons.Configuration()
+	if err != nil || len(servers) == 0 {
+		return 0
+	}
+	return len(servers)
 }
 
 // Ready reports nil once the node has a leader and has applied the log up

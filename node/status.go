@@ -87,5 +87,13 @@ func (n *Node) ClusterStatus(ctx context.Context) (web.ClusterStatus, error) {
 		out.Members = append(out.Members, *m)
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].ID < out.Members[j].ID })
+	bs := n.bodies.Stats()
+	out.Storage = &web.StorageStatus{
+		BlobsHeld:        bs.Held,
+		UnderReplicated:  bs.UnderReplicated,
+		Corrupt:          bs.CorruptFound,
+		Repaired:         bs.Repaired,
+		ReplicationCount: n.cfg.Replicas,
+	}
 	return out, nil
 }

@@ -22,6 +22,9 @@ usage: mailcluster <command> [flags]
   dev      start a local cluster on loopback, each node its own process
   status   show members, Raft roles, indexes and lag
   leave    make a node leave the cluster gracefully (--addr of that node)
+  domain   add | del | list | catchall — local mail domains
+  user     add | del | passwd | quota | list — accounts
+  alias    add | del | list — addresses that deliver elsewhere
   version  print the version
 
 Admin commands reach a node with --addr host:port and --token (or MAILCLUSTER_ADDR and
@@ -42,6 +45,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"dev":    cmdDev,
 		"status": cmdStatus,
 		"leave":  cmdLeave,
+		"domain": cmdDomain,
+		"user":   cmdUser,
+		"alias":  cmdAlias,
 	}
 	name, rest := args[0], args[1:]
 	switch name {

@@ -26,6 +26,7 @@ type Options struct {
 	Cluster Cluster
 	Token   string       // admin bearer token; empty disables /api
 	Metrics http.Handler // serves /metrics
+	Admin   Admin        // domains, users and aliases; nil leaves those routes out
 	Logger  *slog.Logger
 	// Extra registers more admin routes (method and path patterns under
 	// /api/) that share the token check.
@@ -78,6 +79,11 @@ func NewHandler(o Options) http.Handler {
 		}
 		WriteJSON(w, http.StatusOK, map[string]string{"result": "left the cluster; the node is shutting down"})
 	})
+	if o.Admin != nil {
+		for pattern, h := range adminRoutes(o.Admin) {
+			api(pattern, h)
+		}
+	}
 	for pattern, h := range o.Extra {
 		api(pattern, h)
 	}

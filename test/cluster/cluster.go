@@ -83,6 +83,10 @@ func (c *Cluster) newMember(i, expect int) *Member {
 		Profile:           node.TestProfile(),
 		ProposeTimeout:    3 * time.Second,
 		DeadServerTimeout: time.Hour,
+		RepairInterval:    300 * time.Millisecond,
+		ScrubInterval:     time.Hour, // tests scrub on demand
+		GCInterval:        time.Hour, // tests collect garbage on demand
+		GCGrace:           time.Hour,
 		Logger:            c.opts.Logger,
 		Links:             view{l: c.links, self: id},
 	}

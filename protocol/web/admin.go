@@ -1,0 +1,254 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/replication/state"
+)
+
+// Admin is the slice of the mail store the admin API uses.
+type Admin interface {
+	AddDomain(ctx context.Context, name string) error
+	DeleteDomain(ctx context.Context, name string) error
+	Domains(ctx context.Context) ([]state.Domain, error)
+	SetCatchAll(ctx context.Context, domain, target string) error
+	AddUser(ctx context.Context, u replication.NewUser) (state.Account, error)
+	DeleteUser(ctx context.Context, address string) error
+	SetPassword(ctx context.Context, address, password string) error
+	SetQuota(ctx context.Context, address string, bytes, messages int64) error
+	SetUserDisabled(ctx context.Context, address string, disabled bool) error
+	SetForwarding(ctx context.Context, address string, targets []string, keepLocal bool) error
+	Account(ctx context.Context, address string) (state.Account, error)
+	Users(ctx context.Context, domain string) ([]state.Account, error)
+	SetAlias(ctx context.Context, address string, targets []string) error
+	DeleteAlias(ctx context.Context, address string) error
+	Aliases(ctx context.Context, domain string) ([]state.Alias, error)
+}
+
+// DomainInfo is a domain as the admin API shows it.
+type DomainInfo struct {
+	Name     string    `json:"name"`
+	CatchAll string    `json:"catch_all,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+// UserInfo is an account as the admin API shows it (never the hash).
+type UserInfo struct {
+	Address       string    `json:"address"`
+	QuotaBytes    int64     `json:"quota_bytes"`
+	QuotaMessages int64     `json:"quota_messages"`
+	UsedBytes     int64     `json:"used_bytes"`
+	UsedMessages  int64     `json:"used_messages"`
+	Disabled      bool      `json:"disabled"`
+	Forward       []string  `json:"forward,omitempty"`
+	KeepLocal     bool      `json:"keep_local,omitempty"`
+	Created       time.Time `json:"created"`
+}
+
+// AliasInfo is an alias as the admin API shows it.
+type AliasInfo struct {
+	Address string   `json:"address"`
+	Targets []string `json:"targets"`
+}
+
+// UserRequest creates a user (POST /api/users).
+type UserRequest struct {
+	Address       string `json:"address"`
+	Password      string `json:"password"`
+	QuotaBytes    int64  `json:"quota_bytes,omitempty"`
+	QuotaMessages int64  `json:"quota_messages,omitempty"`
+}
+
+func userInfo(a state.Account) UserInfo {
+	return UserInfo{
+		Address: a.Address, QuotaBytes: a.QuotaBytes, QuotaMessages: a.QuotaMessages,
+		UsedBytes: a.UsedBytes, UsedMessages: a.UsedMessages, Disabled: a.Disabled,
+		Forward: a.Forward, KeepLocal: a.KeepLocal, Created: a.Created,
+	}
+}
+
+// adminRoutes returns the admin API's routes over the store.
+func adminRoutes(a Admin) map[string]http.HandlerFunc {
+	type h = http.HandlerFunc
+	return map[string]http.HandlerFunc{
+		"GET /api/domains": h(func(w http.ResponseWriter, r *http.Request) {
+			ds, err := a.Domains(r.Context())
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			out := make([]DomainInfo, 0, len(ds))
+			for _, d := range ds {
+				out = append(out, DomainInfo{Name: d.Name, CatchAll: d.CatchAll, Created: d.Created})
+			}
+			WriteJSON(w, http.StatusOK, out)
+		}),
+		"POST /api/domains": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Name string `json:"name"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.AddDomain(r.Context(), req.Name), http.StatusCreated)
+		}),
+		"DELETE /api/domains/{name}": h(func(w http.ResponseWriter, r *http.Request) {
+			done(w, a.DeleteDomain(r.Context(), r.PathValue("name")), http.StatusOK)
+		}),
+		"PUT /api/domains/{name}/catchall": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Target string `json:"target"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetCatchAll(r.Context(), r.PathValue("name"), req.Target), http.StatusOK)
+		}),
+		"GET /api/users": h(func(w http.ResponseWriter, r *http.Request) {
+			us, err := a.Users(r.Context(), r.URL.Query().Get("domain"))
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			out := make([]UserInfo, 0, len(us))
+			for _, u := range us {
+				out = append(out, userInfo(u))
+			}
+			WriteJSON(w, http.StatusOK, out)
+		}),
+		"POST /api/users": h(func(w http.ResponseWriter, r *http.Request) {
+			var req UserRequest
+			if !readJSON(w, r, &req) {
+				return
+			}
+			acct, err := a.AddUser(r.Context(), replication.NewUser{
+				Address: req.Address, Password: req.Password, QuotaBytes: req.QuotaBytes, QuotaMessages: req.QuotaMessages,
+			})
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			WriteJSON(w, http.StatusCreated, userInfo(acct))
+		}),
+		"GET /api/users/{address}": h(func(w http.ResponseWriter, r *http.Request) {
+			acct, err := a.Account(r.Context(), r.PathValue("address"))
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			WriteJSON(w, http.StatusOK, userInfo(acct))
+		}),
+		"DELETE /api/users/{address}": h(func(w http.ResponseWriter, r *http.Request) {
+			done(w, a.DeleteUser(r.Context(), r.PathValue("address")), http.StatusOK)
+		}),
+		"PUT /api/users/{address}/password": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Password string `json:"password"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetPassword(r.Context(), r.PathValue("address"), req.Password), http.StatusOK)
+		}),
+		"PUT /api/users/{address}/quota": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Bytes    int64 `json:"bytes"`
+				Messages int64 `json:"messages"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetQuota(r.Context(), r.PathValue("address"), req.Bytes, req.Messages), http.StatusOK)
+		}),
+		"PUT /api/users/{address}/disabled": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Disabled bool `json:"disabled"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetUserDisabled(r.Context(), r.PathValue("address"), req.Disabled), http.StatusOK)
+		}),
+		"PUT /api/users/{address}/forwarding": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Targets   []string `json:"targets"`
+				KeepLocal bool     `json:"keep_local"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetForwarding(r.Context(), r.PathValue("address"), req.Targets, req.KeepLocal), http.StatusOK)
+		}),
+		"GET /api/aliases": h(func(w http.ResponseWriter, r *http.Request) {
+			as, err := a.Aliases(r.Context(), r.URL.Query().Get("domain"))
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			out := make([]AliasInfo, 0, len(as))
+			for _, al := range as {
+				out = append(out, AliasInfo{Address: al.Address, Targets: al.Targets})
+			}
+			WriteJSON(w, http.StatusOK, out)
+		}),
+		"PUT /api/aliases/{address}": h(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Targets []string `json:"targets"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			done(w, a.SetAlias(r.Context(), r.PathValue("address"), req.Targets), http.StatusOK)
+		}),
+		"DELETE /api/aliases/{address}": h(func(w http.ResponseWriter, r *http.Request) {
+			done(w, a.DeleteAlias(r.Context(), r.PathValue("address")), http.StatusOK)
+		}),
+	}
+}
+
+// readJSON decodes a small JSON request body, answering 400 on failure.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		WriteError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
+		return false
+	}
+	return true
+}
+
+func done(w http.ResponseWriter, err error, status int) {
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	WriteJSON(w, status, map[string]string{"result": "ok"})
+}
+
+// writeStoreError maps the store's typed errors to HTTP statuses.
+func writeStoreError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, replication.ErrNoQuorum):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, replication.ErrNoSuchDomain), errors.Is(err, replication.ErrNoSuchAccount),
+		errors.Is(err, replication.ErrNoSuchAlias), errors.Is(err, replication.ErrNoSuchMailbox):
+		status = http.StatusNotFound
+	case errors.Is(err, replication.ErrDomainExists), errors.Is(err, replication.ErrAccountExists),
+		errors.Is(err, replication.ErrAliasExists), errors.Is(err, replication.ErrDomainNotEmpty):
+		status = http.StatusConflict
+	case errors.Is(err, replication.ErrInvalidAddress), errors.Is(err, replication.ErrInvalidArgument),
+		errors.Is(err, replication.ErrInvalidName):
+		status = http.StatusBadRequest
+	case !replication.Temporary(err):
+		status = http.StatusBadRequest
+	}
+	WriteError(w, status, err)
+}

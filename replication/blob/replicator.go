@@ -1,0 +1,618 @@
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Membership is the slice of cluster membership the blob layer needs.
+type Membership interface {
+	// LiveMembers are the members currently believed alive, self included.
+	LiveMembers() []Member
+	// Self is this node.
+	Self() Member
+}
+
+// References is the slice of the mailbox state the blob layer needs.
+//
+// Both methods must answer from state that has caught up (applied the
+// committed log, or a restored snapshot): an empty or half-restored view
+// would make every old blob look unreferenced to GC.
+type References interface {
+	// ForEachReferenced calls fn for every blob referenced by any message.
+	ForEachReferenced(ctx context.Context, fn func(id ID) error) error
+	// IsReferenced reports whether any message references id.
+	IsReferenced(id ID) bool
+}
+
+// ReplicatorOptions tune a Replicator. The zero value is usable.
+type ReplicatorOptions struct {
+	// Replicas is R, the number of copies wanted (default 3). It must not
+	// exceed the number of nodes: Replicate needs W = R/2+1 distinct copies.
+	Replicas int
+	// ClusterSize, if set, caps R at the number of nodes in the cluster
+	// (counted by the caller, dead members included), so a small cluster
+	// still acknowledges while a larger one keeps its full count.
+	ClusterSize func() int
+	// RepairInterval: pause between repair passes (default 1m).
+	RepairInterval time.Duration
+	// ScrubInterval: pause between full scrub passes (default 6h).
+	ScrubInterval time.Duration
+	// ScrubBytesPerSecond bounds how fast scrub reads stored bytes (default 8 MiB/s).
+	ScrubBytesPerSecond int64
+	// GCInterval: pause between garbage collections (default 10m). The first
+	// one runs one interval after Run starts.
+	GCInterval time.Duration
+	// PushTimeout bounds each push, including those that continue in the
+	// background after Replicate returned (default 2m).
+	PushTimeout time.Duration
+	// FetchTimeout bounds each fetch attempt from one peer (default 2m).
+	FetchTimeout time.Duration
+	// RepairConcurrency: parallel fetches during repair (default 4).
+	RepairConcurrency int
+	// MaxPushes bounds pushes in flight, foreground and background (default 256).
+	MaxPushes int
+	// MaxRepairBatch bounds the blobs one repair pass fetches; a pass that
+	// found more starts the next pass at once (default 65536).
+	MaxRepairBatch int
+	Logger         *slog.Logger
+}
+
+func (o ReplicatorOptions) withDefaults() ReplicatorOptions {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 3
+	}
+	def(&o.RepairInterval, time.Minute)
+	def(&o.ScrubInterval, 6*time.Hour)
+	def(&o.GCInterval, 10*time.Minute)
+	def(&o.PushTimeout, 2*time.Minute)
+	def(&o.FetchTimeout, 2*time.Minute)
+	if o.ScrubBytesPerSecond <= 0 {
+		o.ScrubBytesPerSecond = 8 << 20
+	}
+	if o.RepairConcurrency <= 0 {
+		o.RepairConcurrency = 4
+	}
+	if o.MaxPushes <= 0 {
+		o.MaxPushes = 256
+	}
+	if o.MaxRepairBatch <= 0 {
+		o.MaxRepairBatch = 65536
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Stats are the replicator's counters, for metrics and status.
+type Stats struct {
+	Held            int64     // blobs held locally, as of the last GC or scrub walk
+	UnderReplicated int64     // blobs this node is first in placement for with fewer than R copies on their placement members, as of the last repair pass
+	CorruptFound    int64     // corrupt local copies found (scrub, reads), cumulative
+	Repaired        int64     // copies fetched by repair, scrub or reads, cumulative
+	Deleted         int64     // blobs removed by GC, cumulative
+	PushFailures    int64     // failed pushes to peers, cumulative
+	LastRepair      time.Time // end of the last complete repair pass
+}
+
+// Replicator keeps blobs at R copies: Replicate copies a new blob to its
+// placement, Run repairs, scrubs and garbage-collects.
+type Replicator struct {
+	store   *Store
+	client  *Client
+	members Membership
+	refs    References
+	opts    ReplicatorOptions
+	log     *slog.Logger
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	pushes   chan struct{} // semaphore
+
+	held, under, corrupt, repaired, deleted, pushFailures atomic.Int64
+	lastRepair                                            atomic.Int64 // unix nanos
+}
+
+// NewReplicator ties the local store, the peer client, membership and
+// references together. Close it to stop background pushes.
+func NewReplicator(store *Store, client *Client, members Membership, refs References, opts ReplicatorOptions) *Replicator {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Replicator{
+		store:    store,
+		client:   client,
+		members:  members,
+		refs:     refs,
+		opts:     opts,
+		log:      opts.Logger,
+		bgCtx:    ctx,
+		bgCancel: cancel,
+		pushes:   make(chan struct{}, opts.MaxPushes),
+	}
+}
+
+// Close cancels background pushes and waits for them.
+func (r *Replicator) Close() {
+	r.bgCancel()
+	r.bg.Wait()
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Replicator) Stats() Stats {
+	s := Stats{
+		Held:            r.held.Load(),
+		UnderReplicated: r.under.Load(),
+		CorruptFound:    r.corrupt.Load(),
+		Repaired:        r.repaired.Load(),
+		Deleted:         r.deleted.Load(),
+		PushFailures:    r.pushFailures.Load(),
+	}
+	if n := r.lastRepair.Load(); n != 0 {
+		s.LastRepair = time.Unix(0, n)
+	}
+	return s
+}
+
+// W is the number of durable copies on distinct nodes Replicate waits for.
+func (r *Replicator) W() int { return r.replicas()/2 + 1 }
+
+// replicas is R, capped at the cluster size.
+func (r *Replicator) replicas() int {
+	n := r.opts.Replicas
+	if r.opts.ClusterSize != nil {
+		if c := r.opts.ClusterSize(); c > 0 && c < n {
+			n = c
+		}
+	}
+	return n
+}
+
+// Replicate copies a blob this node has already Put to the other members of
+// its placement, in parallel, and returns once W = R/2+1 durable copies exist
+// on distinct nodes. The local copy always counts as one (it is durable and
+// on this node, whether or not this node is in the placement; if it is not,
+// the copy stays as an extra, since referenced blobs are never collected).
+// If placement members fail, the next members in rendezvous order are tried,
+// so W can still be reached; repair moves copies home later. Pushes still
+// running when W is reached continue in the background (bounded by
+// MaxPushes and PushTimeout) until R copies exist. If W is not reached before
+// ctx ends, it returns ErrNotEnoughReplicas.
+func (r *Replicator) Replicate(ctx context.Context, id ID) error {
+	if !r.store.Has(id) {
+		return fmt.Errorf("blob: replicate %s: %w locally (Put it first)", id, ErrNotFound)
+	}
+	return r.replicate(ctx, id, nil)
+}
+
+// Put is the delivery path, Store.Put and Replicate overlapped: it streams
+// the body into the local store and, as soon as the file has its name,
+// pushes it to the placement while the local flush runs (peers verify what
+// they receive, so nothing depends on the local copy being durable yet). It
+// returns once the local copy is durable and W copies exist in total, or
+// ErrNotEnoughReplicas. A failed local flush fails the Put.
+func (r *Replicator) Put(ctx context.Context, body io.Reader, maxSize int64) (ID, int64, error) {
+	id, n, p, err := r.store.write(ctx, body, maxSize)
+	if err != nil {
+		return ID{}, 0, err
+	}
+	local := make(chan error, 1)
+	go func() { local <- p.wait(ctx) }()
+	if err := r.replicate(ctx, id, local); err != nil {
+		return ID{}, 0, err
+	}
+	return id, n, nil
+}
+
+// replicate pushes id to its placement and waits for W copies. local, if
+// not nil, reports when the local copy becomes durable; until then it does
+// not count.
+func (r *Replicator) replicate(ctx context.Context, id ID, local <-chan error) error {
+	self := r.members.Self()
+	ranked := Placement(id, r.members.LiveMembers(), 1<<30) // placement order, then everyone else
+	var targets, spares []Member
+	for i, m := range ranked {
+		switch {
+		case m.ID == self.ID:
+		case i < r.replicas():
+			targets = append(targets, m)
+		default:
+			spares = append(spares, m)
+		}
+	}
+	need := r.W() - 1 // copies still wanted besides ours
+
+	results := make(chan error, len(targets)+len(spares))
+	launch := func(m Member) {
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			results <- r.push(id, m)
+		}()
+	}
+	for _, m := range targets {
+		launch(m)
+	}
+	localDurable := local == nil
+	inflight, acked := len(targets), 0
+	var lastErr error
+	for {
+		if localDurable && acked >= need {
+			return nil
+		}
+		for acked+inflight < need && len(spares) > 0 {
+			launch(spares[0])
+			spares = spares[1:]
+			inflight++
+		}
+		have := acked
+		if localDurable {
+			have++
+		}
+		if acked+inflight < need {
+			return fmt.Errorf("%w: %s has %d of %d copies: %v", ErrNotEnoughReplicas, id, have, r.W(), lastErr)
+		}
+		select {
+		case err := <-local:
+			if err != nil {
+				return err
+			}
+			localDurable, local = true, nil
+		case err := <-results:
+			inflight--
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			acked++
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s has %d of %d copies: %v", ErrNotEnoughReplicas, id, have, r.W(), context.Cause(ctx))
+		}
+	}
+}
+
+// push copies id to m with its own deadline, detached from the caller, so it
+// can finish after Replicate has returned.
+func (r *Replicator) push(id ID, m Member) error {
+	select {
+	case r.pushes <- struct{}{}:
+	case <-r.bgCtx.Done():
+		return r.bgCtx.Err()
+	}
+	defer func() { <-r.pushes }()
+	ctx, cancel := context.WithTimeout(r.bgCtx, r.opts.PushTimeout)
+	defer cancel()
+	err := r.client.Push(ctx, m.Addr, id)
+	if err != nil {
+		r.pushFailures.Add(1)
+		r.log.Warn("blob: push failed", "id", id.String(), "peer", m.ID, "err", err)
+	}
+	return err
+}
+
+// Open returns the verified body, fetching it from a peer (placement members
+// first) when this node holds no healthy copy; the fetched copy is kept.
+func (r *Replicator) Open(ctx context.Context, id ID) (*Body, error) {
+	b, err := r.store.Open(ctx, id)
+	if err == nil || !(errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt)) {
+		return b, err
+	}
+	if errors.Is(err, ErrCorrupt) {
+		r.corrupt.Add(1)
+	}
+	if ferr := r.fetchFromPeers(ctx, id); ferr != nil {
+		return nil, fmt.Errorf("%w (and no peer could supply it: %v)", err, ferr)
+	}
+	r.repaired.Add(1)
+	return r.store.Open(ctx, id)
+}
+
+// fetchFromPeers tries the placement members, then everyone else.
+func (r *Replicator) fetchFromPeers(ctx context.Context, id ID) error {
+	self := r.members.Self()
+	lastErr := fmt.Errorf("%w: no live peer to fetch from", ErrNotFound)
+	for _, m := range Placement(id, r.members.LiveMembers(), 1<<30) {
+		if m.ID == self.ID {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
+		err := r.client.Fetch(fctx, m.Addr, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+	}
+	return lastErr
+}
+
+// Run repairs, scrubs and collects garbage at the configured intervals until
+// ctx ends. The first repair pass runs at once; scrub and GC after one
+// interval.
+func (r *Replicator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	every := func(interval time.Duration, now bool, pass func(context.Context) (again bool)) {
+		defer wg.Done()
+		t := time.NewTimer(interval)
+		if now {
+			t.Reset(0)
+		}
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			next := interval
+			if pass(ctx) {
+				next = 0
+			}
+			t.Reset(next)
+		}
+	}
+	wg.Add(3)
+	go every(r.opts.RepairInterval, true, func(ctx context.Context) bool {
+		more, err := r.repair(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("blob: repair pass failed", "err", err)
+		}
+		return more && err == nil
+	})
+	go every(r.opts.ScrubInterval, false, func(ctx context.Context) bool {
+		if err := r.Scrub(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("blob: scrub pass failed", "err", err)
+		}
+		return false
+	})
+	go every(r.opts.GCInterval, false, func(ctx context.Context) bool {
+		if err := r.CollectGarbage(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("blob: gc pass failed", "err", err)
+		}
+		return false
+	})
+	wg.Wait()
+	return nil
+}
+
+// Repair runs one repair pass: every referenced blob whose placement (over
+// live members) includes this node and that is missing here is fetched from
+// a peer; for blobs this node is first in placement for, the other placement
+// members are asked (batched) whether they hold theirs, which gives the
+// under-replicated count.
+func (r *Replicator) Repair(ctx context.Context) error {
+	for {
+		more, err := r.repair(ctx)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+func (r *Replicator) repair(ctx context.Context) (more bool, err error) {
+	self := r.members.Self()
+	live := r.members.LiveMembers()
+	var (
+		missing []ID
+		primary []ID
+		under   int64
+	)
+	err = r.refs.ForEachReferenced(ctx, func(id ID) error {
+		pl := Placement(id, live, r.replicas())
+		if len(pl) == 0 {
+			return nil
+		}
+		if containsMember(pl, self.ID) && !r.store.Has(id) {
+			if len(missing) < r.opts.MaxRepairBatch {
+				missing = append(missing, id)
+			} else {
+				more = true
+			}
+		}
+		if pl[0].ID == self.ID {
+			primary = append(primary, id)
+			if len(primary) == maxHoldsBatch {
+				under += r.countUnderReplicated(ctx, primary, live)
+				primary = primary[:0]
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("blob: repair: listing references: %w", err)
+	}
+
+	// Fetch what is missing here.
+	jobs := make(chan ID)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < r.opts.RepairConcurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range jobs {
+				if err := r.fetchFromPeers(ctx, id); err != nil {
+					failed.Add(1)
+					if ctx.Err() == nil {
+						r.log.Warn("blob: repair cannot fetch", "id", id.String(), "err", err)
+					}
+					continue
+				}
+				r.repaired.Add(1)
+			}
+		}()
+	}
+	for _, id := range missing {
+		select {
+		case jobs <- id:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+
+	// Count after fetching, so our own repaired copies are included.
+	if len(primary) > 0 {
+		under += r.countUnderReplicated(ctx, primary, live)
+	}
+	r.under.Store(under)
+	r.lastRepair.Store(time.Now().UnixNano())
+	if n := failed.Load(); n > 0 {
+		return false, fmt.Errorf("blob: repair: %d blobs could not be fetched", n)
+	}
+	return more, nil
+}
+
+// countUnderReplicated asks each placement member which of ids it holds and
+// returns how many ids have fewer than R copies. A member that does not
+// answer counts as holding nothing.
+func (r *Replicator) countUnderReplicated(ctx context.Context, ids []ID, live []Member) int64 {
+	self := r.members.Self()
+	copies := make([]int, len(ids))
+	type ask struct {
+		addr string
+		ids  []ID
+		idx  []int
+	}
+	asks := make(map[string]*ask)
+	for i, id := range ids {
+		for _, m := range Placement(id, live, r.replicas()) {
+			if m.ID == self.ID {
+				if r.store.Has(id) {
+					copies[i]++
+				}
+				continue
+			}
+			a := asks[m.ID]
+			if a == nil {
+				a = &ask{addr: m.Addr}
+				asks[m.ID] = a
+			}
+			a.ids = append(a.ids, id)
+			a.idx = append(a.idx, i)
+		}
+	}
+	for member, a := range asks {
+		hctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
+		held, err := r.client.Holds(hctx, a.addr, a.ids)
+		cancel()
+		if err != nil {
+			r.log.Warn("blob: repair cannot ask peer", "peer", member, "err", err)
+			continue
+		}
+		for j, ok := range held {
+			if ok {
+				copies[a.idx[j]]++
+			}
+		}
+	}
+	var under int64
+	for _, c := range copies {
+		if c < r.replicas() {
+			under++
+		}
+	}
+	return under
+}
+
+func containsMember(ms []Member, id string) bool {
+	for _, m := range ms {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Scrub runs one scrub pass: every held copy is decompressed and hashed, at
+// most ScrubBytesPerSecond of stored bytes. A corrupt copy is quarantined by
+// the store and, if still referenced, fetched again from a peer.
+func (r *Replicator) Scrub(ctx context.Context) error {
+	pace := newPacer(r.opts.ScrubBytesPerSecond)
+	var held int64
+	err := r.store.walk(ctx, func(id ID, fi fs.FileInfo) error {
+		held++
+		err := r.store.Verify(ctx, id)
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound):
+		case errors.Is(err, ErrCorrupt):
+			held--
+			r.corrupt.Add(1)
+			if r.refs.IsReferenced(id) {
+				if ferr := r.fetchFromPeers(ctx, id); ferr != nil {
+					r.log.Warn("blob: scrub cannot replace corrupt copy", "id", id.String(), "err", ferr)
+				} else {
+					held++
+					r.repaired.Add(1)
+				}
+			}
+		default:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.log.Warn("blob: scrub cannot read copy", "id", id.String(), "err", err)
+		}
+		return pace.wait(ctx, fi.Size())
+	})
+	if err != nil {
+		return fmt.Errorf("blob: scrub: %w", err)
+	}
+	r.held.Store(held)
+	return nil
+}
+
+// CollectGarbage runs one GC pass (see Store.CollectGarbage).
+func (r *Replicator) CollectGarbage(ctx context.Context) error {
+	deleted, seen, err := r.store.CollectGarbage(ctx, r.refs.IsReferenced)
+	r.deleted.Add(deleted)
+	if err != nil {
+		return err
+	}
+	r.held.Store(seen - deleted)
+	return nil
+}
+
+// pacer spreads work so that on average no more than rate bytes per second
+// are processed, sleeping in slices of at least a few milliseconds.
+type pacer struct {
+	rate  float64
+	start time.Time
+	done  float64
+}
+
+func newPacer(rate int64) *pacer { return &pacer{rate: float64(rate), start: time.Now()} }
+
+func (p *pacer) wait(ctx context.Context, n int64) error {
+	p.done += float64(n)
+	ahead := time.Duration(p.done/p.rate*float64(time.Second)) - time.Since(p.start)
+	if ahead < 5*time.Millisecond {
+		return nil
+	}
+	t := time.NewTimer(ahead)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

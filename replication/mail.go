@@ -1,0 +1,298 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mailcluster/mailcluster/message"
+	"github.com/mailcluster/mailcluster/replication/blob"
+	"github.com/mailcluster/mailcluster/replication/state"
+)
+
+// storedBody is a body that is durable on W replicas, with its summary.
+type storedBody struct {
+	id      state.BlobID
+	size    int64
+	summary []byte
+}
+
+// ingest streams a raw message into the blob store, parsing its summary on
+// the way, and returns once W replicas hold it durably.
+func (s *Store) ingest(ctx context.Context, body io.Reader, maxSize int64) (storedBody, error) {
+	if maxSize <= 0 {
+		maxSize = s.maxSize
+	}
+	parser := message.NewParser(message.Options{})
+	id, size, err := s.bodies.Put(ctx, io.TeeReader(body, parser), maxSize)
+	if err != nil {
+		switch {
+		case errors.Is(err, blob.ErrTooLarge):
+			return storedBody{}, ErrTooLarge
+		case errors.Is(err, blob.ErrNotEnoughReplicas):
+			return storedBody{}, noQuorum(err)
+		}
+		return storedBody{}, err
+	}
+	summary, err := parser.Summary().MarshalBinary()
+	if err != nil {
+		return storedBody{}, fmt.Errorf("encode summary: %w", err)
+	}
+	return storedBody{id: state.BlobID(id), size: size, summary: summary}, nil
+}
+
+// Recipient is one local copy of a delivered message.
+type Recipient struct {
+	Account string   // full address of the account
+	Mailbox string   // empty: INBOX
+	Flags   []string // e.g. \Seen for a copy into Sent
+}
+
+// Delivered is the outcome of Deliver: one result per recipient, in order.
+type Delivered struct {
+	Blob    state.BlobID
+	Size    int64
+	Results []state.TargetResult // Err() per recipient: nil, quota exceeded, no such account, disabled
+}
+
+// Deliver stores one message for several local recipients: the body once
+// (durable on W replicas), then one Raft command referencing it from every
+// mailbox. It returns nil only when the message is committed; recipients
+// can still fail one by one (see Delivered.Results).
+func (s *Store) Deliver(ctx context.Context, body io.Reader, recipients []Recipient, internalDate time.Time, maxSize int64) (Delivered, error) {
+	if len(recipients) == 0 {
+		return Delivered{}, ErrInvalidArgument
+	}
+	b, err := s.ingest(ctx, body, maxSize)
+	if err != nil {
+		return Delivered{}, err
+	}
+	targets := make([]state.DeliverTarget, len(recipients))
+	for i, r := range recipients {
+		targets[i] = state.DeliverTarget{Account: r.Account, Mailbox: r.Mailbox, Flags: state.ParseFlags(r.Flags)}
+	}
+	res, err := propose[state.DeliverResult](ctx, s, state.Deliver{
+		Time: s.stamp(), Blob: b.id, Size: b.size, Summary: b.summary,
+		InternalDate: internalDate, Targets: targets,
+	})
+	if err != nil {
+		return Delivered{}, err
+	}
+	return Delivered{Blob: b.id, Size: b.size, Results: res.Targets}, nil
+}
+
+// Append stores a message in one of account's mailboxes (IMAP APPEND).
+func (s *Store) Append(ctx context.Context, account string, mailboxID uint64, body io.Reader, flags []string, internalDate time.Time, maxSize int64) (state.AppendResult, error) {
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return state.AppendResult{}, err
+	}
+	b, err := s.ingest(ctx, body, maxSize)
+	if err != nil {
+		return state.AppendResult{}, err
+	}
+	return propose[state.AppendResult](ctx, s, state.Append{
+		Time: s.stamp(), Account: account, MailboxID: mailboxID, Blob: b.id, Size: b.size,
+		Summary: b.summary, Flags: state.ParseFlags(flags), InternalDate: internalDate,
+	})
+}
+
+// Mailboxes lists an account's mailboxes.
+func (s *Store) Mailboxes(ctx context.Context, account string) ([]state.Mailbox, error) {
+	var out []state.Mailbox
+	err := s.fsm.View(func(tx *state.Tx) (err error) {
+		out, err = tx.Mailboxes(account)
+		return err
+	})
+	return out, err
+}
+
+// Subscriptions lists the names an account subscribed to.
+func (s *Store) Subscriptions(ctx context.Context, account string) ([]string, error) {
+	var out []string
+	err := s.fsm.View(func(tx *state.Tx) (err error) {
+		out, err = tx.Subscriptions(account)
+		return err
+	})
+	return out, err
+}
+
+// Mailbox returns one mailbox's status from local state.
+func (s *Store) Mailbox(ctx context.Context, account, name string) (state.Mailbox, error) {
+	var mb state.Mailbox
+	err := s.fsm.View(func(tx *state.Tx) (err error) {
+		mb, err = tx.Mailbox(account, name)
+		return err
+	})
+	return mb, err
+}
+
+// MailboxByID returns a mailbox of account by ID.
+func (s *Store) MailboxByID(ctx context.Context, account string, id uint64) (state.Mailbox, error) {
+	return s.ownedMailbox(account, id)
+}
+
+// OpenedMailbox is a consistent view of a mailbox at the moment it was
+// opened: its status and every UID in order (sequence number i is UIDs[i-1]).
+type OpenedMailbox struct {
+	state.Mailbox
+	UIDs []uint32
+}
+
+// OpenMailbox waits for a read barrier (so everything acknowledged anywhere
+// before the call is visible), then reads the mailbox's status and UIDs in
+// one transaction.
+func (s *Store) OpenMailbox(ctx context.Context, account, name string) (OpenedMailbox, error) {
+	if err := s.Barrier(ctx); err != nil {
+		return OpenedMailbox{}, err
+	}
+	var out OpenedMailbox
+	err := s.fsm.View(func(tx *state.Tx) error {
+		mb, err := tx.Mailbox(account, name)
+		if err != nil {
+			return err
+		}
+		uids, err := tx.UIDs(mb.ID)
+		if err != nil {
+			return err
+		}
+		out = OpenedMailbox{Mailbox: mb, UIDs: uids}
+		return nil
+	})
+	return out, err
+}
+
+// CreateMailbox creates a mailbox (and missing parents).
+func (s *Store) CreateMailbox(ctx context.Context, account, name string, use state.SpecialUse, subscribe bool) (state.MailboxResult, error) {
+	return propose[state.MailboxResult](ctx, s, state.CreateMailbox{Time: s.stamp(), Account: account, Name: name, SpecialUse: use, Subscribe: subscribe})
+}
+
+// DeleteMailbox deletes a mailbox without children, with its messages.
+func (s *Store) DeleteMailbox(ctx context.Context, account, name string) error {
+	_, err := propose[state.Done](ctx, s, state.DeleteMailbox{Time: s.stamp(), Account: account, Name: name})
+	return err
+}
+
+// RenameMailbox renames a mailbox and its children (INBOX: moves its
+// messages into a new mailbox).
+func (s *Store) RenameMailbox(ctx context.Context, account, from, to string) (state.MailboxResult, error) {
+	return propose[state.MailboxResult](ctx, s, state.RenameMailbox{Time: s.stamp(), Account: account, OldName: from, NewName: to})
+}
+
+// SetSubscribed adds or removes a subscription.
+func (s *Store) SetSubscribed(ctx context.Context, account, name string, subscribed bool) error {
+	_, err := propose[state.Done](ctx, s, state.SetSubscribed{Time: s.stamp(), Account: account, Name: name, Subscribed: subscribed})
+	return err
+}
+
+// Messages streams the records of account's mailbox with UIDs in
+// [from, to] (to 0: to the end), in UID order.
+func (s *Store) Messages(ctx context.Context, account string, mailboxID uint64, from, to uint32, fn func(state.Message) error) error {
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return err
+	}
+	if to == 0 {
+		to = ^uint32(0)
+	}
+	return s.fsm.View(func(tx *state.Tx) error {
+		return tx.Messages(mailboxID, from, to, func(m state.Message) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return fn(m)
+		})
+	})
+}
+
+// Summary returns the parsed summary stored with a body.
+func (s *Store) Summary(ctx context.Context, id state.BlobID) (*message.Summary, error) {
+	var raw []byte
+	err := s.fsm.View(func(tx *state.Tx) error {
+		b, err := tx.Blob(id)
+		if err != nil {
+			return err
+		}
+		raw = b.Summary
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return message.Unmarshal(raw)
+}
+
+// OpenBody returns a verified message body, fetched from a replica when
+// this node holds no healthy copy. Close it after use.
+func (s *Store) OpenBody(ctx context.Context, id state.BlobID) (*blob.Body, error) {
+	b, err := s.bodies.Open(ctx, blob.ID(id))
+	if err != nil {
+		if errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt) {
+			return nil, fmt.Errorf("%w: %v", ErrBodyUnavailable, err)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// FlagChange is a STORE: add, remove or replace flags on a set of UIDs.
+type FlagChange struct {
+	UIDs  state.UIDSet
+	Op    state.FlagOp
+	Flags []string
+	// UnchangedSince, if set, skips messages modified after that MODSEQ.
+	UnchangedSince *uint64
+}
+
+// SetFlags changes flags; the result lists what changed and the new MODSEQ.
+func (s *Store) SetFlags(ctx context.Context, account string, mailboxID uint64, c FlagChange) (state.FlagsResult, error) {
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return state.FlagsResult{}, err
+	}
+	return propose[state.FlagsResult](ctx, s, state.SetFlags{
+		Time: s.stamp(), MailboxID: mailboxID, UIDs: c.UIDs, Op: c.Op,
+		Flags: state.ParseFlags(c.Flags), UnchangedSince: c.UnchangedSince,
+	})
+}
+
+// Copy copies messages between two of account's mailboxes by reference.
+func (s *Store) Copy(ctx context.Context, account string, from uint64, uids state.UIDSet, to uint64) (state.CopyResult, error) {
+	if err := s.ownBoth(account, from, to); err != nil {
+		return state.CopyResult{}, err
+	}
+	return propose[state.CopyResult](ctx, s, state.Copy{Time: s.stamp(), SourceMailbox: from, UIDs: uids, DestMailbox: to})
+}
+
+// Move moves messages between two of account's mailboxes.
+func (s *Store) Move(ctx context.Context, account string, from uint64, uids state.UIDSet, to uint64) (state.CopyResult, error) {
+	if err := s.ownBoth(account, from, to); err != nil {
+		return state.CopyResult{}, err
+	}
+	return propose[state.CopyResult](ctx, s, state.Move{Time: s.stamp(), SourceMailbox: from, UIDs: uids, DestMailbox: to})
+}
+
+func (s *Store) ownBoth(account string, a, b uint64) error {
+	if _, err := s.ownedMailbox(account, a); err != nil {
+		return err
+	}
+	_, err := s.ownedMailbox(account, b)
+	return err
+}
+
+// Expunge removes messages: with onlyDeleted, those (of uids, or all when
+// uids is empty) flagged \Deleted; without, exactly uids.
+func (s *Store) Expunge(ctx context.Context, account string, mailboxID uint64, uids state.UIDSet, onlyDeleted bool) (state.ExpungeResult, error) {
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return state.ExpungeResult{}, err
+	}
+	return propose[state.ExpungeResult](ctx, s, state.Expunge{Time: s.stamp(), MailboxID: mailboxID, UIDs: uids, OnlyDeleted: onlyDeleted})
+}
+
+// ClaimRecent marks the mailbox's new messages as seen by one session: UIDs
+// at or above the returned watermark are \Recent for it.
+func (s *Store) ClaimRecent(ctx context.Context, account string, mailboxID uint64) (state.RecentResult, error) {
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return state.RecentResult{}, err
+	}
+	return propose[state.RecentResult](ctx, s, state.ClaimRecent{Time: s.stamp(), MailboxID: mailboxID})
+}

@@ -1,0 +1,137 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/replication/blob"
+	"github.com/mailcluster/mailcluster/replication/state"
+)
+
+// Consensus is the slice of the Raft member the store uses.
+type Consensus interface {
+	Propose(ctx context.Context, data []byte) (consensus.Result, error)
+	ReadBarrier(ctx context.Context) error
+}
+
+// Config wires a Store.
+type Config struct {
+	Consensus Consensus
+	State     *state.FSM
+	Bodies    *blob.Replicator
+	Feed      *Feed
+	// MaxMessageSize is the default size limit for delivered and appended
+	// messages (bytes).
+	MaxMessageSize int64
+	Logger         *slog.Logger
+}
+
+// Store is the replicated mail store of one node.
+type Store struct {
+	cons    Consensus
+	fsm     *state.FSM
+	bodies  *blob.Replicator
+	feed    *Feed
+	maxSize int64
+	log     *slog.Logger
+	auth    *authCache
+	now     func() time.Time
+}
+
+// DefaultMaxMessageSize is 50 MiB, the size most providers accept.
+const DefaultMaxMessageSize = 50 << 20
+
+// New returns the store over already-open parts.
+func New(cfg Config) *Store {
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Feed == nil {
+		cfg.Feed = NewFeed()
+	}
+	return &Store{
+		cons:    cfg.Consensus,
+		fsm:     cfg.State,
+		bodies:  cfg.Bodies,
+		feed:    cfg.Feed,
+		maxSize: cfg.MaxMessageSize,
+		log:     cfg.Logger,
+		auth:    newAuthCache(10*time.Minute, 100_000),
+		now:     time.Now,
+	}
+}
+
+// MaxMessageSize is the size limit the store enforces by default.
+func (s *Store) MaxMessageSize() int64 { return s.maxSize }
+
+// Feed is the change feed of this node.
+func (s *Store) Feed() *Feed { return s.feed }
+
+// Barrier waits until this node has applied every change committed
+// anywhere before the call (a linearizable read point).
+func (s *Store) Barrier(ctx context.Context) error {
+	return noQuorumIfConsensus(s.cons.ReadBarrier(ctx))
+}
+
+// View runs fn in one consistent read transaction of the local state. It
+// does not wait for other nodes: after the caller's own writes, or after
+// Barrier, it sees them.
+func (s *Store) View(fn func(tx *state.Tx) error) error { return s.fsm.View(fn) }
+
+// propose commits one command and decodes its result into T. A command
+// that was applied but refused (mailbox exists, quota, …) returns its typed
+// error together with the result.
+func propose[T state.Result](ctx context.Context, s *Store, cmd state.Command) (T, error) {
+	var zero T
+	data, err := state.Encode(cmd)
+	if err != nil {
+		return zero, err
+	}
+	res, err := s.cons.Propose(ctx, data)
+	if err != nil {
+		return zero, noQuorumIfConsensus(err)
+	}
+	out, err := state.ResultAs[T](res.Data)
+	if err != nil {
+		return zero, fmt.Errorf("decode result: %w", err)
+	}
+	return out, out.Err()
+}
+
+// noQuorumIfConsensus turns consensus failures other than ErrNoQuorum
+// (shutdown, a stopped state machine) into errors that still read as
+// temporary; ErrNoQuorum passes unchanged.
+func noQuorumIfConsensus(err error) error {
+	if err == nil || errors.Is(err, ErrNoQuorum) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return noQuorum(err)
+}
+
+func (s *Store) stamp() int64 { return s.now().UnixNano() }
+
+// ownedMailbox returns the mailbox if it belongs to account.
+func (s *Store) ownedMailbox(account string, mailboxID uint64) (state.Mailbox, error) {
+	var mb state.Mailbox
+	err := s.fsm.View(func(tx *state.Tx) (err error) {
+		mb, err = tx.MailboxByID(mailboxID)
+		return err
+	})
+	if err != nil {
+		return mb, err
+	}
+	if mb.Account != account {
+		return state.Mailbox{}, ErrNoSuchMailbox
+	}
+	return mb, nil
+}
