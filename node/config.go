@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,10 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/imap"
+	"github.com/mailcluster/mailcluster/protocol/pop3"
+	"github.com/mailcluster/mailcluster/protocol/smtp"
 )
 
 // Version is reported in gossip and status.
@@ -145,6 +150,21 @@ type Config struct {
 	GCInterval     time.Duration
 	GCGrace        time.Duration
 
+	// Client protocols. An empty address leaves that listener off.
+	Hostname        string      // in SMTP banners and Received headers (default: node ID)
+	TLS             *tls.Config // certificate for STARTTLS/STLS and the implicit-TLS ports; nil: no TLS
+	SMTPAddr        string      // inbound MX, port 25
+	SubmissionAddr  string      // submission with STARTTLS, port 587
+	SubmissionsAddr string      // submission over implicit TLS, port 465
+	IMAPAddr        string      // IMAP with STARTTLS, port 143
+	IMAPSAddr       string      // IMAP over implicit TLS, port 993
+	POP3Addr        string      // POP3 with STLS, port 110
+	POP3SAddr       string      // POP3 over implicit TLS, port 995
+	SMTP            smtp.Options
+	IMAP            imap.Options
+	POP3            pop3.Options
+	AuthLimits      auth.LimiterOptions
+
 	Logger *slog.Logger
 	Links  Links
 }
@@ -181,6 +201,9 @@ func (c *Config) validate() error {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = time.Hour
+	}
+	if c.Hostname == "" {
+		c.Hostname = c.NodeID
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -44,8 +44,10 @@ type Node struct {
 	httpLn   net.Listener
 	http     *http.Server
 	metrics  *metrics
-	advHost  string
-	services map[string]string
+	advHost   string
+	services  map[string]string // endpoint name -> advertised address (gossip)
+	endpoints map[string]string // endpoint name -> bound address
+	protocols protocolServers
 
 	reconcileCh chan struct{}
 	peersMu     sync.Mutex
@@ -73,6 +75,7 @@ func Start(cfg Config) (n *Node, err error) {
 		peers:       make(map[string]string),
 		done:        make(chan struct{}),
 		services:    make(map[string]string),
+		endpoints:   make(map[string]string),
 	}
 	// On any failure below, release what was opened, in reverse order.
 	var closers []func()
@@ -111,6 +114,11 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("http_addr %s: %w", cfg.HTTPAddr, err)
 	}
 	closers = append(closers, func() { _ = n.httpLn.Close() })
+	clients, err := n.openClientListeners()
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, clients.close)
 
 	feed := replication.NewFeed()
 	if n.fsm, err = state.Open(filepath.Join(cfg.DataDir, "state", "state.db"), state.Options{
@@ -174,6 +182,12 @@ func Start(cfg Config) (n *Node, err error) {
 	})
 	go func() { _ = n.mux.Serve() }()
 
+	n.metrics = newMetrics(n)
+	if err = n.startProtocols(clients); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.stopProtocols)
+
 	record := Record{
 		ID:       cfg.NodeID,
 		Zone:     cfg.Zone,
@@ -190,7 +204,6 @@ func Start(cfg Config) (n *Node, err error) {
 	closers = append(closers, func() { _ = n.gossip.list.Shutdown() })
 	n.loadPeers()
 
-	n.metrics = newMetrics(n)
 	n.http = &http.Server{
 		Handler: web.NewHandler(web.Options{
 			Cluster: n,
@@ -312,6 +325,7 @@ func (n *Node) fatal(err error) {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.cancel()
+		n.stopProtocols()
 		_ = n.http.Shutdown(ctx)
 		_ = n.gossip.list.Shutdown()
 		n.wg.Wait()

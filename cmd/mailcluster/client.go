@@ -136,6 +136,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 type clusterInfo struct {
 	Domain       string     `json:"domain"`
 	AdminToken   string     `json:"admin_token"`
+	TLSCert      string     `json:"tls_cert,omitempty"` // the dev cluster's self-signed certificate: trust it in clients
 	DemoUser     string     `json:"demo_user,omitempty"`
 	DemoPassword string     `json:"demo_password,omitempty"`
 	Nodes        []nodeInfo `json:"nodes"`

@@ -59,8 +59,22 @@ type settings struct {
 	SnapshotThreshold uint64   `toml:"snapshot_threshold" help:"Raft log entries between snapshots"`
 	SnapshotInterval  duration `toml:"snapshot_interval" help:"how often to check whether a snapshot is due"`
 	TrailingLogs      uint64   `toml:"trailing_logs" help:"log entries kept after a snapshot for slow followers"`
-	LogFormat         string   `toml:"log_format" help:"text or json"`
-	LogLevel          string   `toml:"log_level" help:"debug, info, warn or error"`
+	Replicas          int      `toml:"replicas" help:"copies of each message body (capped at the cluster size); a delivery waits for a majority of them"`
+	MaxMessageSize    string   `toml:"max_message_size" help:"largest message accepted, e.g. 50M"`
+
+	Hostname        string `toml:"hostname" help:"name in SMTP banners and Received headers (default: node_id)"`
+	TLSCert         string `toml:"tls_cert" help:"PEM certificate (chain) for the client protocols; reloaded when the file changes"`
+	TLSKey          string `toml:"tls_key" help:"PEM private key for tls_cert"`
+	SMTPAddr        string `toml:"smtp_addr" help:"inbound SMTP (MX) listener, e.g. :25 (empty: off)"`
+	SubmissionAddr  string `toml:"submission_addr" help:"submission with STARTTLS, e.g. :587 (empty: off)"`
+	SubmissionsAddr string `toml:"submissions_addr" help:"submission over implicit TLS, e.g. :465 (empty: off)"`
+	IMAPAddr        string `toml:"imap_addr" help:"IMAP with STARTTLS, e.g. :143 (empty: off)"`
+	IMAPSAddr       string `toml:"imaps_addr" help:"IMAP over implicit TLS, e.g. :993 (empty: off)"`
+	POP3Addr        string `toml:"pop3_addr" help:"POP3 with STLS, e.g. :110 (empty: off)"`
+	POP3SAddr       string `toml:"pop3s_addr" help:"POP3 over implicit TLS, e.g. :995 (empty: off)"`
+
+	LogFormat string `toml:"log_format" help:"text or json"`
+	LogLevel  string `toml:"log_level" help:"debug, info, warn or error"`
 }
 
 func defaultSettings() settings {
@@ -73,6 +87,8 @@ func defaultSettings() settings {
 		HTTPAddr:          "127.0.0.1:8080",
 		Profile:           "lan",
 		DeadServerTimeout: duration(10 * time.Minute),
+		Replicas:          3,
+		MaxMessageSize:    "50M",
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}

@@ -183,11 +183,15 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 	if err := os.WriteFile(secretPath, []byte(secret+"\n"), 0o600); err != nil {
 		return clusterInfo{}, false, err
 	}
+	certPath, keyPath := filepath.Join(o.dir, "tls-cert.pem"), filepath.Join(o.dir, "tls-key.pem")
+	if err := writeSelfSigned(certPath, keyPath); err != nil {
+		return clusterInfo{}, false, fmt.Errorf("dev TLS certificate: %w", err)
+	}
 	ports, err := devPorts(o.basePort, o.nodes)
 	if err != nil {
 		return clusterInfo{}, false, err
 	}
-	info := clusterInfo{Domain: o.domain, AdminToken: token}
+	info := clusterInfo{Domain: o.domain, AdminToken: token, TLSCert: certPath}
 	var gossipAddrs []string
 	for i := range o.nodes {
 		gossipAddrs = append(gossipAddrs, loopback(ports[i][offGossip]))
@@ -204,6 +208,16 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 			GossipAddr:      loopback(p[offGossip]),
 			ClusterAddr:     loopback(p[offCluster]),
 			HTTPAddr:        loopback(p[offHTTP]),
+			Hostname:        id + ".localhost",
+			TLSCert:         certPath,
+			TLSKey:          keyPath,
+			SMTPAddr:        loopback(p[offSMTP]),
+			SubmissionAddr:  loopback(p[offSubmit]),
+			SubmissionsAddr: loopback(p[offSubmitTLS]),
+			IMAPAddr:        loopback(p[offIMAP]),
+			IMAPSAddr:       loopback(p[offIMAPS]),
+			POP3Addr:        loopback(p[offPOP3]),
+			POP3SAddr:       loopback(p[offPOP3S]),
 			BootstrapExpect: o.nodes,
 			Profile:         "lan",
 			LogFormat:       "text",
@@ -222,12 +236,19 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 			return info, false, err
 		}
 		info.Nodes = append(info.Nodes, nodeInfo{
-			ID:      id,
-			HTTP:    s.HTTPAddr,
-			Gossip:  s.GossipAddr,
-			Cluster: s.ClusterAddr,
-			Config:  cfgPath,
-			Log:     filepath.Join(nodeDir, "node.log"),
+			ID:         id,
+			HTTP:       s.HTTPAddr,
+			Gossip:     s.GossipAddr,
+			Cluster:    s.ClusterAddr,
+			SMTP:       s.SMTPAddr,
+			Submission: s.SubmissionAddr,
+			SMTPS:      s.SubmissionsAddr,
+			IMAP:       s.IMAPAddr,
+			IMAPS:      s.IMAPSAddr,
+			POP3:       s.POP3Addr,
+			POP3S:      s.POP3SAddr,
+			Config:     cfgPath,
+			Log:        filepath.Join(nodeDir, "node.log"),
 		})
 	}
 	return info, true, nil
@@ -248,9 +269,21 @@ func writeNodeConfig(path string, s settings) error {
 		Join            []string `toml:"join"`
 		BootstrapExpect int      `toml:"bootstrap_expect"`
 		Profile         string   `toml:"profile"`
+		Hostname        string   `toml:"hostname"`
+		TLSCert         string   `toml:"tls_cert"`
+		TLSKey          string   `toml:"tls_key"`
+		SMTPAddr        string   `toml:"smtp_addr"`
+		SubmissionAddr  string   `toml:"submission_addr"`
+		SubmissionsAddr string   `toml:"submissions_addr"`
+		IMAPAddr        string   `toml:"imap_addr"`
+		IMAPSAddr       string   `toml:"imaps_addr"`
+		POP3Addr        string   `toml:"pop3_addr"`
+		POP3SAddr       string   `toml:"pop3s_addr"`
 		LogFormat       string   `toml:"log_format"`
 		LogLevel        string   `toml:"log_level"`
-	}{s.NodeID, s.DataDir, s.SecretFile, s.AdminToken, s.GossipAddr, s.ClusterAddr, s.HTTPAddr, s.Join, s.BootstrapExpect, s.Profile, s.LogFormat, s.LogLevel}); err != nil {
+	}{s.NodeID, s.DataDir, s.SecretFile, s.AdminToken, s.GossipAddr, s.ClusterAddr, s.HTTPAddr, s.Join, s.BootstrapExpect, s.Profile,
+		s.Hostname, s.TLSCert, s.TLSKey, s.SMTPAddr, s.SubmissionAddr, s.SubmissionsAddr, s.IMAPAddr, s.IMAPSAddr, s.POP3Addr, s.POP3SAddr,
+		s.LogFormat, s.LogLevel}); err != nil {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o600)

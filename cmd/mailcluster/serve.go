@@ -91,6 +91,14 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 	if len(s.Secret) < 16 {
 		return node.Config{}, errors.New("the cluster secret is too short: use at least 16 characters (mailcluster dev generates 44)")
 	}
+	maxSize, err := parseSize(s.MaxMessageSize)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("max_message_size: %w", err)
+	}
+	tlsConfig, err := loadTLS(s.TLSCert, s.TLSKey)
+	if err != nil {
+		return node.Config{}, err
+	}
 	return node.Config{
 		NodeID:            s.NodeID,
 		Zone:              s.Zone,
@@ -110,6 +118,17 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		SnapshotThreshold: s.SnapshotThreshold,
 		SnapshotInterval:  time.Duration(s.SnapshotInterval),
 		TrailingLogs:      s.TrailingLogs,
+		Replicas:          s.Replicas,
+		MaxMessageSize:    maxSize,
+		Hostname:          s.Hostname,
+		TLS:               tlsConfig,
+		SMTPAddr:          s.SMTPAddr,
+		SubmissionAddr:    s.SubmissionAddr,
+		SubmissionsAddr:   s.SubmissionsAddr,
+		IMAPAddr:          s.IMAPAddr,
+		IMAPSAddr:         s.IMAPSAddr,
+		POP3Addr:          s.POP3Addr,
+		POP3SAddr:         s.POP3SAddr,
 		Logger:            logger,
 	}, nil
 }

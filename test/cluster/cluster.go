@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,8 +38,13 @@ type Cluster struct {
 	opts    Options
 	secret  []byte
 	links   *links
+	tls     testTLS
 	Members []*Member
 }
+
+// ClientTLS returns a TLS client config that trusts the cluster's test
+// certificate (server name "localhost").
+func (c *Cluster) ClientTLS() *tls.Config { return c.tls.client.Clone() }
 
 // Timeout bounds every wait in the harness.
 const Timeout = 30 * time.Second
@@ -56,7 +62,7 @@ func New(t testing.TB, opts Options) *Cluster {
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 	}
-	c := &Cluster{t: t, opts: opts, secret: []byte("test cluster secret, not for production"), links: newLinks()}
+	c := &Cluster{t: t, opts: opts, secret: []byte("test cluster secret, not for production"), links: newLinks(), tls: newTestTLS(t)}
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		m := c.newMember(i, opts.Nodes)
@@ -87,6 +93,15 @@ func (c *Cluster) newMember(i, expect int) *Member {
 		ScrubInterval:     time.Hour, // tests scrub on demand
 		GCInterval:        time.Hour, // tests collect garbage on demand
 		GCGrace:           time.Hour,
+		Hostname:          id + ".test",
+		TLS:               c.tls.server,
+		SMTPAddr:          "127.0.0.1:0",
+		SubmissionAddr:    "127.0.0.1:0",
+		SubmissionsAddr:   "127.0.0.1:0",
+		IMAPAddr:          "127.0.0.1:0",
+		IMAPSAddr:         "127.0.0.1:0",
+		POP3Addr:          "127.0.0.1:0",
+		POP3SAddr:         "127.0.0.1:0",
 		Logger:            c.opts.Logger,
 		Links:             view{l: c.links, self: id},
 	}
@@ -115,6 +130,15 @@ func (c *Cluster) start(i int) {
 	m.cfg.GossipAddr = n.GossipAddr()
 	m.cfg.ClusterAddr = n.ClusterAddr()
 	m.cfg.HTTPAddr = n.HTTPAddr()
+	for name, addr := range map[string]*string{
+		node.EndpointSMTP: &m.cfg.SMTPAddr, node.EndpointSubmission: &m.cfg.SubmissionAddr,
+		node.EndpointSubmissions: &m.cfg.SubmissionsAddr, node.EndpointIMAP: &m.cfg.IMAPAddr,
+		node.EndpointIMAPS: &m.cfg.IMAPSAddr, node.EndpointPOP3: &m.cfg.POP3Addr, node.EndpointPOP3S: &m.cfg.POP3SAddr,
+	} {
+		if *addr != "" {
+			*addr = n.Endpoint(name)
+		}
+	}
 	c.links.register(n.GossipAddr(), m.ID)
 }
 
