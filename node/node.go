@@ -33,17 +33,17 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	lock     *os.File
-	mux      *clusternet.Mux
-	fsm      *state.FSM
-	cons     *consensus.Node
-	blobs    *blob.Store
-	bodies   *blob.Replicator
-	store    *replication.Store
-	gossip   *gossip
-	httpLn   net.Listener
-	http     *http.Server
-	metrics  *metrics
+	lock      *os.File
+	mux       *clusternet.Mux
+	fsm       *state.FSM
+	cons      *consensus.Node
+	blobs     *blob.Store
+	bodies    *blob.Replicator
+	store     *replication.Store
+	gossip    *gossip
+	httpLn    net.Listener
+	http      *http.Server
+	metrics   *metrics
 	advHost   string
 	services  map[string]string // endpoint name -> advertised address (gossip)
 	endpoints map[string]string // endpoint name -> bound address

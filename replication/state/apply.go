@@ -722,7 +722,16 @@ func (a *applier) setSubscription(account uint64, name string, on bool) error {
 }
 
 func (a *applier) isSubscribed(account uint64, name string) bool {
-	return a.subs.Get(nameKey(account, name)) != nil
+	return hasKey(a.subs, nameKey(account, name))
+}
+
+// hasKey reports whether key is present in b. Set-like buckets store nil
+// values, and inside the transaction that put them bbolt's Get returns that
+// nil (only a committed page gives an empty non-nil slice), so "Get != nil"
+// would miss a key written earlier in the same batch.
+func hasKey(b *bolt.Bucket, key []byte) bool {
+	k, _ := b.Cursor().Seek(key)
+	return k != nil && bytes.Equal(k, key)
 }
 
 // internalDate splits a command's internal date into stored parts; a zero

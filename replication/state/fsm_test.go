@@ -940,3 +940,66 @@ func TestPurgeBlobs(t *testing.T) {
 		t.Fatalf("%d blobs left", n)
 	}
 }
+
+// A rename in the same batch (one bbolt transaction) as the subscribe must
+// move the subscription exactly as it does across batches: the scenario
+// the property test found (delete Trash, keeping its subscription; create
+// A/B subscribed; rename A/B to Trash).
+func TestRenameMovesSubscriptionMadeInSameBatch(t *testing.T) {
+	const acct = "bob@example.org"
+	cmds := func() []Command {
+		return []Command{
+			&CreateMailbox{Account: acct, Name: "A/B", SpecialUse: UseJunk, Subscribe: true},
+			&RenameMailbox{Account: acct, OldName: "A/B", NewName: "Trash"},
+			&SetSubscribed{Account: acct, Name: "Later", Subscribed: true},
+			&CreateMailbox{Account: acct, Name: "Later"},
+			&RenameMailbox{Account: acct, OldName: "Later", NewName: "Moved"},
+		}
+	}
+	batched, single := newHarness(t), newHarness(t)
+	for _, h := range []*harness{batched, single} {
+		h.setup()
+		must[Done](h, &DeleteMailbox{Account: acct, Name: "Trash"})
+	}
+	for i, r := range batched.apply(cmds()...) {
+		if err := r.Err(); err != nil {
+			t.Fatalf("batched command %d: %v", i, err)
+		}
+	}
+	for _, c := range cmds() {
+		if err := single.do(c).Err(); err != nil {
+			t.Fatalf("%T: %v", c, err)
+		}
+	}
+
+	wantNames := []string{"A", "Archive", "Drafts", "INBOX", "Junk", "Moved", "Sent", "Trash"}
+	wantSubs := []string{"Archive", "Drafts", "INBOX", "Junk", "Moved", "Sent", "Trash"}
+	for name, h := range map[string]*harness{"one batch": batched, "one entry per batch": single} {
+		var subs []string
+		h.view(func(tx *Tx) error {
+			var err error
+			subs, err = tx.Subscriptions(acct)
+			return err
+		})
+		if !slices.Equal(subs, wantSubs) {
+			t.Errorf("%s: subscriptions %v, want %v", name, subs, wantSubs)
+		}
+		var names []string
+		h.view(func(tx *Tx) error {
+			boxes, err := tx.Mailboxes(acct)
+			for _, b := range boxes {
+				names = append(names, b.Name)
+				if b.Name == "Trash" && (!b.Subscribed || b.SpecialUse != UseJunk) {
+					t.Errorf("%s: renamed mailbox %+v", name, b)
+				}
+			}
+			return err
+		})
+		if !slices.Equal(names, wantNames) {
+			t.Errorf("%s: mailboxes %v, want %v", name, names, wantNames)
+		}
+	}
+	if dump(t, batched.f) != dump(t, single.f) {
+		t.Error("applying the same entries in one batch and one by one left different state")
+	}
+}

@@ -418,7 +418,7 @@ func (t *Tx) mailboxView(v []byte) (Mailbox, error) {
 		UIDNext:         mb.uidNext,
 		HighestModSeq:   mb.highestModSeq,
 		SpecialUse:      specialUseOf(mb.specialUse),
-		Subscribed:      t.bucket(bktSubs).Get(nameKey(mb.account, mb.name)) != nil,
+		Subscribed:      hasKey(t.bucket(bktSubs), nameKey(mb.account, mb.name)),
 		Messages:        mb.messages,
 		Unseen:          mb.unseen,
 		Deleted:         mb.deleted,

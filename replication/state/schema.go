@@ -9,6 +9,8 @@ const schemaVersion uint32 = 1
 
 // Buckets (all top level). Keys that start with an ID use 8-byte big-endian
 // IDs so that key order is numeric order and prefix scans select one owner.
+// In buckets whose value is {} the key's presence is the data: test it with
+// hasKey, never with Get(k) != nil (nil inside the writing transaction).
 var (
 	bktMeta       = []byte("meta")          // see meta keys below
 	bktDomains    = []byte("domains")       // domain → domainRec
