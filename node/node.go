@@ -64,11 +64,11 @@ type Node struct {
 // Start brings a node up: it opens the data folder, the cluster port, Raft
 // and gossip, and serves HTTP. It returns once everything listens; joining
 // or bootstrapping the cluster continues in the background.
-func Start(cfg Config) (n *Node, err error) {
+func Start(cfg Config) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n = &Node{
+	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("node", cfg.NodeID),
 		reconcileCh: make(chan struct{}, 1),
