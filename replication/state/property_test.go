@@ -330,6 +330,15 @@ func (m *model) apply(cmd Command, index uint64) Result {
 	case *RenameMailbox:
 		m.now = c.Time
 		return m.rename(m.accts[c.Account], mustNorm(c.OldName), mustNorm(c.NewName))
+	case *SetSubscribed:
+		m.now = c.Time
+		a := m.accts[c.Account]
+		if c.Subscribed {
+			a.subs[mustNorm(c.Name)] = true
+		} else {
+			delete(a.subs, mustNorm(c.Name))
+		}
+		return Done{}
 	case *SetQuota:
 		m.now = c.Time
 		a := m.accts[c.Address]
@@ -532,6 +541,8 @@ func setTime(cmd Command, tm int64) {
 		c.Time = tm
 	case *RenameMailbox:
 		c.Time = tm
+	case *SetSubscribed:
+		c.Time = tm
 	case *SetQuota:
 		c.Time = tm
 	case *PurgeBlobs:
@@ -672,6 +683,10 @@ func (p *propTest) actions() map[string]func(*rapid.T) {
 		"rename": func(t *rapid.T) {
 			c := &RenameMailbox{Account: p.drawAccount("acct"), OldName: rapid.SampledFrom(propNames).Draw(t, "old"), NewName: rapid.SampledFrom(append(propNames, "Z/Y", "A/Q")).Draw(t, "new")}
 			p.propose(c, rapid.IntRange(0, 4).Draw(t, "skewed") == 0)
+		},
+		"subscribe": func(t *rapid.T) {
+			// Names with or without a mailbox: subscriptions outlive them.
+			p.propose(&SetSubscribed{Account: p.drawAccount("acct"), Name: rapid.SampledFrom(append(propNames, "Z/Y")).Draw(t, "name"), Subscribed: rapid.Bool().Draw(t, "on")}, false)
 		},
 		"quota": func(t *rapid.T) {
 			p.propose(&SetQuota{Address: p.drawAccount("acct"), QuotaBytes: rapid.SampledFrom([]int64{0, 100, 400}).Draw(t, "bytes"), QuotaMessages: rapid.SampledFrom([]int64{0, 4, 12}).Draw(t, "msgs")}, false)
