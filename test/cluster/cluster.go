@@ -37,6 +37,7 @@ type Cluster struct {
 	t       testing.TB
 	opts    Options
 	secret  []byte
+	dir     string // parent of every member's data folder
 	links   *links
 	tls     testTLS
 	Members []*Member
@@ -63,6 +64,9 @@ func New(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c := &Cluster{t: t, opts: opts, secret: []byte("test cluster secret, not for production"), links: newLinks(), tls: newTestTLS(t)}
+	// The folder first, then Close: cleanups run last-in first-out, so the
+	// nodes stop before their folders are removed.
+	c.dir = t.TempDir()
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		m := c.newMember(i, opts.Nodes)
@@ -75,7 +79,7 @@ func New(t testing.TB, opts Options) *Cluster {
 
 func (c *Cluster) newMember(i, expect int) *Member {
 	id := fmt.Sprintf("node%d", i+1)
-	dir := filepath.Join(c.t.TempDir(), id)
+	dir := filepath.Join(c.dir, id)
 	m := &Member{ID: id, Dir: dir}
 	m.cfg = node.Config{
 		NodeID:            id,
