@@ -65,7 +65,7 @@ type testMux struct {
 	links map[byte]*testLink
 }
 
-func newTestMux(t *testing.T, tn *testNet, id, addr string) *testMux {
+func newTestMux(t testing.TB, tn *testNet, id, addr string) *testMux {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ type kvFSM struct {
 	restores atomic.Int64
 }
 
-func openKV(t *testing.T, path string) *kvFSM {
+func openKV(t testing.TB, path string) *kvFSM {
 	t.Helper()
 	f := &kvFSM{path: path}
 	if err := f.open(); err != nil {
@@ -389,13 +389,13 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	tn    *testNet
 	nodes []*testNode
 	tweak func(*Config)
 }
 
-func newTestCluster(t *testing.T, n int, tweak func(*Config)) *testCluster {
+func newTestCluster(t testing.TB, n int, tweak func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, tn: &testNet{cut: map[[2]string]bool{}, book: map[string]string{}}, tweak: tweak}
 	for i := range n {
@@ -465,7 +465,7 @@ func (c *testCluster) restart(i int) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
