@@ -1,10 +1,14 @@
 package pop3
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,8 +16,68 @@ import (
 	"github.com/mailcluster/mailcluster/replication"
 )
 
-// Options are the limits and settings an administrator can change.
-type Options struct{}
+// Options are the limits and settings an administrator can change. The
+// zero value gives the defaults written on each field.
+type Options struct {
+	// IdleTimeout closes a connection that sends no command for this long,
+	// without deleting anything and without a reply (RFC 1939 §3). It also
+	// bounds how long one write of a reply may block. RFC 1939 requires at
+	// least 10 minutes; shorter values are raised to that. Default 10m.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds a TLS handshake (port 995, or after STLS).
+	// Default 30s.
+	HandshakeTimeout time.Duration
+	// LeaveUnseen keeps RETR from marking messages \Seen. By default every
+	// message RETR sent in full (and QUIT did not delete) is marked \Seen
+	// for IMAP when the session ends, by QUIT or by disconnection. TOP never
+	// marks anything.
+	LeaveUnseen bool
+	// MaxLineLength is the longest command line accepted, CRLF included;
+	// a longer one is answered "-ERR line too long". At least 255 (RFC 2449
+	// allows commands that long). Default 1024.
+	MaxLineLength int
+	// MaxConnections is the most POP3 connections this node holds at once
+	// (both ports together); more are refused at connect. Default 1000.
+	MaxConnections int
+	// MaxConnectionsPerIP is the most connections from one client address
+	// (IPv6: one /64). Default 50.
+	MaxConnectionsPerIP int
+	// MaxAuthFailures failed logins close the connection. The shared login
+	// throttle (auth limits) applies as well. Default 3.
+	MaxAuthFailures int
+	// MaxBadCommands -ERR answers to unknown, malformed or misplaced
+	// commands close the connection. Default 20.
+	MaxBadCommands int
+}
+
+// minIdleTimeout is RFC 1939's floor for the inactivity timer.
+const minIdleTimeout = 10 * time.Minute
+
+func (o Options) withDefaults() Options {
+	if o.IdleTimeout < minIdleTimeout {
+		o.IdleTimeout = minIdleTimeout
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 30 * time.Second
+	}
+	if o.MaxLineLength == 0 {
+		o.MaxLineLength = 1024
+	}
+	o.MaxLineLength = max(o.MaxLineLength, 255)
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 1000
+	}
+	if o.MaxConnectionsPerIP <= 0 {
+		o.MaxConnectionsPerIP = 50
+	}
+	if o.MaxAuthFailures <= 0 {
+		o.MaxAuthFailures = 3
+	}
+	if o.MaxBadCommands <= 0 {
+		o.MaxBadCommands = 20
+	}
+	return o
+}
 
 // Config is what the node hands the server.
 type Config struct {
@@ -26,19 +90,216 @@ type Config struct {
 	Options  Options
 }
 
-// Server serves the protocol.
-type Server struct{}
+// Server serves POP3 on any number of listeners.
+type Server struct {
+	hostname string
+	tls      *tls.Config
+	store    mailStore
+	limiter  *auth.Limiter
+	log      *slog.Logger
+	metrics  *metrics
+	opts     Options
+	sizes    *sizeCache
+	// idle is opts.IdleTimeout; in-package tests shorten it.
+	idle time.Duration
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	perIP     map[string]int
+	sessions  sync.WaitGroup
+}
+
+// sizeCacheEntries bounds the wire-size cache (about 100 bytes an entry).
+const sizeCacheEntries = 200_000
 
 // NewServer builds the server.
-func NewServer(cfg Config) (*Server, error) { return &Server{}, nil }
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("pop3: no store")
+	}
+	return newServer(cfg, storeAdapter{cfg.Store})
+}
 
-var errTODO = errors.New("pop3: not built yet")
+func newServer(cfg Config, st mailStore) (*Server, error) {
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("pop3: metrics: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewLimiter(auth.LimiterOptions{})
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	opts := cfg.Options.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		hostname:  cfg.Hostname,
+		tls:       cfg.TLS,
+		store:     st,
+		limiter:   cfg.Limiter,
+		log:       cfg.Logger,
+		metrics:   m,
+		opts:      opts,
+		sizes:     newSizeCache(sizeCacheEntries),
+		idle:      opts.IdleTimeout,
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]struct{}),
+		perIP:     make(map[string]int),
+	}, nil
+}
 
-// Serve serves plain connections that may upgrade with STARTTLS/STLS.
-func (s *Server) Serve(ln net.Listener) error { return errTODO }
+// Serve serves plain connections that may upgrade with STLS (port 110).
+// It returns net.ErrClosed after Close.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, "pop3", false) }
 
-// ServeTLS serves implicit-TLS connections.
-func (s *Server) ServeTLS(ln net.Listener) error { return errTODO }
+// ServeTLS serves implicit-TLS connections (port 995) on a plain TCP
+// listener: it does the TLS itself.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.tls == nil {
+		_ = ln.Close()
+		return errors.New("pop3: implicit TLS needs a certificate")
+	}
+	return s.serve(ln, "pop3s", true)
+}
 
-// Close stops every listener and session.
-func (s *Server) Close() error { return nil }
+func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return net.ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		_ = ln.Close()
+	}()
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return net.ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait and retry.
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.ctx.Done():
+					return net.ErrClosed
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			return err
+		}
+		backoff = 5 * time.Millisecond
+		s.metrics.connections.WithLabelValues(endpoint).Inc()
+		ip := auth.ClientIP(conn.RemoteAddr())
+		if reason := s.admit(conn, ip); reason != "" {
+			if reason == "closed" {
+				_ = conn.Close()
+				return net.ErrClosed
+			}
+			s.metrics.rejected.WithLabelValues(reason).Inc()
+			go s.refuse(conn, implicitTLS)
+			continue
+		}
+		go func() {
+			defer s.sessions.Done()
+			defer s.release(conn, ip)
+			s.metrics.active.Inc()
+			defer s.metrics.active.Dec()
+			newSession(s, conn, implicitTLS).run()
+		}()
+	}
+}
+
+// admit registers a connection, or says why it is refused ("" if not).
+// Unless the server is closed, the caller owes one s.sessions.Done.
+func (s *Server) admit(conn net.Conn, ip string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "closed"
+	}
+	s.sessions.Add(1)
+	switch {
+	case len(s.conns) >= s.opts.MaxConnections:
+		return "max_connections"
+	case s.perIP[ip] >= s.opts.MaxConnectionsPerIP:
+		return "max_connections_per_ip"
+	}
+	s.conns[conn] = struct{}{}
+	s.perIP[ip]++
+	return ""
+}
+
+func (s *Server) release(conn net.Conn, ip string) {
+	_ = conn.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, conn)
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+}
+
+// refuse answers a connection over the limits with a temporary error. The
+// TLS handshake is not worth doing for it: on the implicit-TLS port the
+// connection is just closed.
+func (s *Server) refuse(conn net.Conn, implicitTLS bool) {
+	defer s.sessions.Done()
+	defer conn.Close()
+	if implicitTLS {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = conn.Write([]byte("-ERR [SYS/TEMP] too many connections; try again later\r\n"))
+}
+
+// sessionsOpen counts the connections being served.
+func (s *Server) sessionsOpen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close stops every listener and session and waits for the sessions to
+// end. A session cut off this way deletes nothing.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.cancel()
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.sessions.Wait()
+	return nil
+}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/mailcluster/mailcluster/consensus"
 	"github.com/mailcluster/mailcluster/node"
-	"github.com/mailcluster/mailcluster/replication/blob"
 	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/replication/blob"
 	"github.com/mailcluster/mailcluster/replication/state"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
