@@ -63,6 +63,11 @@ type Config struct {
 	// ProposeTimeout bounds how long Propose and ReadBarrier keep trying to
 	// reach a quorum before they give up with ErrNoQuorum.
 	ProposeTimeout time.Duration
+	// ApplyWaitTimeout bounds how long a committed write, or a read barrier
+	// whose index the leader gave, waits for this node to apply it. A node
+	// back from a partition may trail for a while (raft's replication
+	// backoff reaches 10 s); the write is committed regardless.
+	ApplyWaitTimeout time.Duration
 
 	SnapshotThreshold uint64        // log entries between snapshots
 	SnapshotInterval  time.Duration // how often to check the threshold
@@ -88,6 +93,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.ProposeTimeout == 0 {
 		out.ProposeTimeout = 4*out.ElectionTimeout + 2*time.Second
+	}
+	if out.ApplyWaitTimeout == 0 {
+		out.ApplyWaitTimeout = 30 * time.Second
 	}
 	if out.SnapshotThreshold == 0 {
 		out.SnapshotThreshold = 16384

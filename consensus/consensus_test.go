@@ -255,3 +255,33 @@ func TestPeerStatus(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 }
+
+// A follower back from a partition trails the leader for a while (raft's
+// replication backoff). A write forwarded through it is committed at once;
+// it must be reported as committed, not as a no-quorum failure that a
+// client would retry into a duplicate.
+func TestCommittedWriteOnLaggingFollowerIsSuccess(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.ProposeTimeout = time.Second })
+	l := c.leader()
+	f := (l + 1) % 3
+	var others []string
+	for i, tn := range c.nodes {
+		if i != f {
+			others = append(others, tn.id)
+		}
+	}
+	c.tn.partition([]string{c.nodes[f].id}, others)
+	// Long enough for the leader's replication to the follower to back off.
+	var last Result
+	deadline := time.Now().Add(4 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		last = set(t, c.nodes[l].node, fmt.Sprintf("during-%d", i), "x")
+	}
+	c.tn.heal()
+	for i := range 5 {
+		res := set(t, c.nodes[f].node, fmt.Sprintf("after-%d", i), "y")
+		if res.Index <= last.Index {
+			t.Fatalf("index %d not after %d", res.Index, last.Index)
+		}
+	}
+}

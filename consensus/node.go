@@ -263,34 +263,63 @@ func (n *Node) ProposeWithID(ctx context.Context, id ProposalID, data []byte) (R
 		if err := n.clients.call(ctx, leaderAddr, "Apply", ApplyArgs{ID: id, Data: data}, &reply); err != nil {
 			return err
 		}
-		if err := n.fsm.waitApplied(ctx, reply.Index); err != nil {
-			return err
-		}
 		res = Result{Index: reply.Index, Data: reply.Result}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	// The entry is committed: the outcome is decided and must be reported
+	// as success. What is left is read-your-writes on this node, which may
+	// trail the leader (a node just back from a partition waits out raft's
+	// replication backoff), so wait for it apart from the propose timeout.
+	n.awaitApplied(ctx, res.Index)
+	return res, nil
+}
+
+// awaitApplied waits, for at most ApplyWaitTimeout, until a committed
+// index is applied here. It never fails: the caller's write is committed
+// either way; if this node lags that long, its later reads will show the
+// write once it catches up.
+func (n *Node) awaitApplied(ctx context.Context, idx uint64) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ApplyWaitTimeout)
+	defer cancel()
+	if err := n.fsm.waitApplied(wctx, idx); err != nil {
+		n.cfg.Logger.Warn("write committed but not yet applied on this node", "index", idx, "applied", n.fsm.appliedIndex(), "err", err)
+	}
 }
 
 // ReadBarrier returns once this node has applied every entry committed
 // before the call began, so a following local read is linearizable.
 func (n *Node) ReadBarrier(ctx context.Context) error {
-	return n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
-		var idx uint64
+	var idx uint64
+	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
 		if leaderAddr == "" {
 			var err error
-			if idx, err = n.leaderReadIndex(ctx); err != nil {
-				return err
-			}
-		} else {
-			var reply ReadIndexReply
-			if err := n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply); err != nil {
-				return err
-			}
-			idx = reply.Index
+			idx, err = n.leaderReadIndex(ctx)
+			return err
 		}
-		return n.fsm.waitApplied(ctx, idx)
+		var reply ReadIndexReply
+		if err := n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply); err != nil {
+			return err
+		}
+		idx = reply.Index
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// The leader answered: this node is connected and only has to catch up,
+	// which after a healed partition can take raft's replication backoff.
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyWaitTimeout)
+	defer cancel()
+	if err := n.fsm.waitApplied(wctx, idx); err != nil {
+		if errors.Is(err, errStopped) || errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fmt.Errorf("%w: this node has applied %d of %d and is still catching up", ErrNoQuorum, n.fsm.appliedIndex(), idx)
+	}
+	return nil
 }
 
 // errRetry marks an attempt that may succeed against another leader.
