@@ -81,13 +81,20 @@ func (c *Cluster) newMember(i, expect int) *Member {
 	id := fmt.Sprintf("node%d", i+1)
 	dir := filepath.Join(c.dir, id)
 	m := &Member{ID: id, Dir: dir}
+	addr := func(udp bool) string {
+		a, err := freeAddr(udp)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		return a
+	}
 	m.cfg = node.Config{
 		NodeID:            id,
 		DataDir:           dir,
 		Secret:            c.secret,
-		GossipAddr:        "127.0.0.1:0",
-		ClusterAddr:       "127.0.0.1:0",
-		HTTPAddr:          "127.0.0.1:0",
+		GossipAddr:        addr(true),
+		ClusterAddr:       addr(false),
+		HTTPAddr:          addr(false),
 		AdminToken:        "test-admin-token",
 		BootstrapExpect:   expect,
 		Profile:           node.TestProfile(),
@@ -99,13 +106,13 @@ func (c *Cluster) newMember(i, expect int) *Member {
 		GCGrace:           time.Hour,
 		Hostname:          id + ".test",
 		TLS:               c.tls.server,
-		SMTPAddr:          "127.0.0.1:0",
-		SubmissionAddr:    "127.0.0.1:0",
-		SubmissionsAddr:   "127.0.0.1:0",
-		IMAPAddr:          "127.0.0.1:0",
-		IMAPSAddr:         "127.0.0.1:0",
-		POP3Addr:          "127.0.0.1:0",
-		POP3SAddr:         "127.0.0.1:0",
+		SMTPAddr:          addr(false),
+		SubmissionAddr:    addr(false),
+		SubmissionsAddr:   addr(false),
+		IMAPAddr:          addr(false),
+		IMAPSAddr:         addr(false),
+		POP3Addr:          addr(false),
+		POP3SAddr:         addr(false),
 		Logger:            c.opts.Logger,
 		Links:             view{l: c.links, self: id},
 	}
