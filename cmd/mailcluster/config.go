@@ -73,6 +73,27 @@ type settings struct {
 	POP3Addr        string `toml:"pop3_addr" help:"POP3 with STLS, e.g. :110 (empty: off)"`
 	POP3SAddr       string `toml:"pop3s_addr" help:"POP3 over implicit TLS, e.g. :995 (empty: off)"`
 
+	IMAPMaxConnections      int      `toml:"imap_max_connections" help:"open IMAP connections per node, both ports; more are refused with BYE"`
+	IMAPMaxConnectionsPerIP int      `toml:"imap_max_connections_per_ip" help:"open IMAP connections from one client address (IPv6: per /64)"`
+	IMAPMaxMessageSize      string   `toml:"imap_max_message_size" help:"largest IMAP APPEND, advertised as APPENDLIMIT (default: max_message_size)"`
+	IMAPBodyCache           string   `toml:"imap_body_cache" help:"memory for recently fetched message bodies, e.g. 64M; off to disable"`
+	IMAPShutdownGrace       duration `toml:"imap_shutdown_grace" help:"how long a stopping node waits for IMAP sessions to end"`
+
+	POP3IdleTimeout         duration `toml:"pop3_idle_timeout" help:"close a POP3 session idle this long, without deleting (at least 10m, RFC 1939)"`
+	POP3HandshakeTimeout    duration `toml:"pop3_handshake_timeout" help:"how long a POP3 TLS handshake (port 995 or STLS) may take"`
+	POP3LeaveUnseen         bool     `toml:"pop3_leave_unseen" help:"POP3 RETR does not mark messages Seen for IMAP"`
+	POP3MaxLineLength       int      `toml:"pop3_max_line_length" help:"longest POP3 command line in octets, CRLF included (at least 255)"`
+	POP3MaxConnections      int      `toml:"pop3_max_connections" help:"most POP3 connections this node serves at once"`
+	POP3MaxConnectionsPerIP int      `toml:"pop3_max_connections_per_ip" help:"most POP3 connections from one client address (IPv6: /64)"`
+	POP3MaxAuthFailures     int      `toml:"pop3_max_auth_failures" help:"failed POP3 logins before the connection is closed"`
+	POP3MaxBadCommands      int      `toml:"pop3_max_bad_commands" help:"unknown or malformed POP3 commands before the connection is closed"`
+
+	AuthIPFailures      int      `toml:"auth_ip_failures" help:"failed logins from one address within auth_window that block it (all protocols)"`
+	AuthAccountFailures int      `toml:"auth_account_failures" help:"failed logins on one account within auth_window that slow every further attempt on it"`
+	AuthWindow          duration `toml:"auth_window" help:"how long failed logins are remembered"`
+	AuthBlock           duration `toml:"auth_block" help:"first block of an address; doubles on each further failure"`
+	AuthFailDelay       duration `toml:"auth_fail_delay" help:"pause before answering any failed login"`
+
 	LogFormat string `toml:"log_format" help:"text or json"`
 	LogLevel  string `toml:"log_level" help:"debug, info, warn or error"`
 }

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/node"
+	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/imap"
+	"github.com/mailcluster/mailcluster/protocol/pop3"
 )
 
 // cmdServe runs one node until SIGINT/SIGTERM, a graceful leave, or a
@@ -95,6 +98,10 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, fmt.Errorf("max_message_size: %w", err)
 	}
+	imapOpts, err := imapOptions(s)
+	if err != nil {
+		return node.Config{}, err
+	}
 	tlsConfig, err := loadTLS(s.TLSCert, s.TLSKey)
 	if err != nil {
 		return node.Config{}, err
@@ -129,6 +136,47 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		IMAPSAddr:         s.IMAPSAddr,
 		POP3Addr:          s.POP3Addr,
 		POP3SAddr:         s.POP3SAddr,
-		Logger:            logger,
+		IMAP:              imapOpts,
+		POP3: pop3.Options{
+			IdleTimeout:         time.Duration(s.POP3IdleTimeout),
+			HandshakeTimeout:    time.Duration(s.POP3HandshakeTimeout),
+			LeaveUnseen:         s.POP3LeaveUnseen,
+			MaxLineLength:       s.POP3MaxLineLength,
+			MaxConnections:      s.POP3MaxConnections,
+			MaxConnectionsPerIP: s.POP3MaxConnectionsPerIP,
+			MaxAuthFailures:     s.POP3MaxAuthFailures,
+			MaxBadCommands:      s.POP3MaxBadCommands,
+		},
+		AuthLimits: auth.LimiterOptions{
+			IPFailures:      s.AuthIPFailures,
+			AccountFailures: s.AuthAccountFailures,
+			Window:          time.Duration(s.AuthWindow),
+			Block:           time.Duration(s.AuthBlock),
+			FailDelay:       time.Duration(s.AuthFailDelay),
+		},
+		Logger: logger,
 	}, nil
+}
+
+// imapOptions reads the imap_* keys.
+func imapOptions(s settings) (imap.Options, error) {
+	o := imap.Options{
+		MaxConnections:      s.IMAPMaxConnections,
+		MaxConnectionsPerIP: s.IMAPMaxConnectionsPerIP,
+		ShutdownGrace:       time.Duration(s.IMAPShutdownGrace),
+	}
+	var err error
+	if o.MaxMessageSize, err = parseSize(s.IMAPMaxMessageSize); err != nil {
+		return o, fmt.Errorf("imap_max_message_size: %w", err)
+	}
+	switch strings.ToLower(strings.TrimSpace(s.IMAPBodyCache)) {
+	case "":
+	case "off", "-1":
+		o.BodyCacheBytes = -1
+	default:
+		if o.BodyCacheBytes, err = parseSize(s.IMAPBodyCache); err != nil {
+			return o, fmt.Errorf("imap_body_cache: %w", err)
+		}
+	}
+	return o, nil
 }
