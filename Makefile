@@ -22,7 +22,7 @@ test: lint
 
 ## bench: print throughput and latency figures (never part of `make test`)
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime=1x -timeout 60m ./test/bench/
+	$(GO) test -run '^$$' -bench . -benchtime=1x -timeout 60m ./consensus/ ./test/bench/ ./test/imap/
 
 lint:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
