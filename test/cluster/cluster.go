@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,10 +27,11 @@ type Options struct {
 
 // Member is one node slot: its configuration survives Kill and Restart.
 type Member struct {
-	ID   string
-	Dir  string
-	Node *node.Node // nil while killed
-	cfg  node.Config
+	ID      string
+	Dir     string
+	Node    *node.Node // nil while killed
+	cfg     node.Config
+	started bool // ports are pinned from the first start on
 }
 
 // Cluster is a running set of in-process nodes.
@@ -38,6 +40,7 @@ type Cluster struct {
 	opts    Options
 	secret  []byte
 	dir     string // parent of every member's data folder
+	ports   map[int]bool
 	links   *links
 	tls     testTLS
 	Members []*Member
@@ -67,6 +70,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	// The folder first, then Close: cleanups run last-in first-out, so the
 	// nodes stop before their folders are removed.
 	c.dir = t.TempDir()
+	c.ports = make(map[int]bool)
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		m := c.newMember(i, opts.Nodes)
@@ -81,14 +85,25 @@ func (c *Cluster) newMember(i, expect int) *Member {
 	id := fmt.Sprintf("node%d", i+1)
 	dir := filepath.Join(c.dir, id)
 	m := &Member{ID: id, Dir: dir}
+	m.cfg = c.memberConfig(id, dir, expect)
+	for _, other := range c.Members {
+		if other.Node != nil {
+			m.cfg.Join = append(m.cfg.Join, other.Node.GossipAddr())
+		}
+	}
+	return m
+}
+
+// memberConfig is a fresh configuration with its own free ports.
+func (c *Cluster) memberConfig(id, dir string, expect int) node.Config {
 	addr := func(udp bool) string {
-		a, err := freeAddr(udp)
+		a, err := freeAddr(udp, c.ports)
 		if err != nil {
 			c.t.Fatal(err)
 		}
 		return a
 	}
-	m.cfg = node.Config{
+	return node.Config{
 		NodeID:            id,
 		DataDir:           dir,
 		Secret:            c.secret,
@@ -116,26 +131,32 @@ func (c *Cluster) newMember(i, expect int) *Member {
 		Logger:            c.opts.Logger,
 		Links:             view{l: c.links, self: id},
 	}
-	for _, other := range c.Members {
-		if other.Node != nil {
-			m.cfg.Join = append(m.cfg.Join, other.Node.GossipAddr())
-		}
-	}
-	return m
 }
 
 // start starts member i with its saved configuration.
 func (c *Cluster) start(i int) {
 	c.t.Helper()
 	m := c.Members[i]
-	cfg := m.cfg
-	if c.opts.Configure != nil {
-		c.opts.Configure(i, &cfg)
+	var n *node.Node
+	for attempt := 0; ; attempt++ {
+		cfg := m.cfg
+		if c.opts.Configure != nil {
+			c.opts.Configure(i, &cfg)
+		}
+		var err error
+		if n, err = node.Start(cfg); err == nil {
+			break
+		}
+		// Another process may have grabbed one of the free ports we picked.
+		// On a first start (no ports pinned yet) pick new ones and retry.
+		if m.started || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			c.t.Fatalf("start %s: %v", m.ID, err)
+		}
+		fresh := c.memberConfig(m.ID, m.Dir, m.cfg.BootstrapExpect)
+		fresh.Join, fresh.Secret = m.cfg.Join, m.cfg.Secret
+		m.cfg = fresh
 	}
-	n, err := node.Start(cfg)
-	if err != nil {
-		c.t.Fatalf("start %s: %v", m.ID, err)
-	}
+	m.started = true
 	m.Node = n
 	// Pin the ports so a restart comes back at the same addresses.
 	m.cfg.GossipAddr = n.GossipAddr()

@@ -13,9 +13,14 @@ import (
 // range, so after a node is killed an outgoing connection may take it and
 // the node cannot come back on its old address; ports below the range are
 // never handed to outgoing connections.
-func freeAddr(udp bool) (string, error) {
+// taken holds ports already handed out, so one cluster never gets the same
+// port twice (another test process can still race us; start retries).
+func freeAddr(udp bool, taken map[int]bool) (string, error) {
 	for range 200 {
 		port := 20000 + rand.IntN(12000)
+		if taken[port] {
+			continue
+		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -29,6 +34,7 @@ func freeAddr(udp bool) (string, error) {
 			}
 			_ = pc.Close()
 		}
+		taken[port] = true
 		return addr, nil
 	}
 	return "", fmt.Errorf("no free port found below the ephemeral range")
