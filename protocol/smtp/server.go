@@ -1,19 +1,22 @@
 package smtp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"time"
 
+	gosmtp "github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
 )
-
-// Options are the SMTP limits and settings an administrator can change.
-type Options struct{}
 
 // Config is what the node hands the SMTP server.
 type Config struct {
@@ -26,22 +29,209 @@ type Config struct {
 	Options  Options
 }
 
-// Server serves inbound MX and submission.
-type Server struct{}
+// mode is what a listener serves.
+type mode int
+
+const (
+	modeMX          mode = iota // inbound mail for local domains, no AUTH
+	modeSubmission              // STARTTLS, AUTH before MAIL
+	modeSubmissions             // implicit TLS, AUTH before MAIL
+)
+
+func (m mode) String() string {
+	switch m {
+	case modeSubmission:
+		return "submission"
+	case modeSubmissions:
+		return "submissions"
+	}
+	return "mx"
+}
+
+// Server serves inbound MX and submission on one node. Safe for concurrent
+// use; Close stops everything.
+type Server struct {
+	cfg     Config
+	opts    Options
+	store   backend
+	limiter *auth.Limiter
+	log     *slog.Logger
+	metrics *metrics
+	admit   admission
+
+	ctx    context.Context // canceled by Close: aborts lookups and deliveries
+	cancel context.CancelFunc
+
+	servers [3]*gosmtp.Server // by mode
+
+	mu        sync.Mutex
+	closed    bool
+	listeners []net.Listener
+	inflight  sync.WaitGroup // deliveries and refusal writers; Add only under mu while !closed
+}
 
 // NewServer builds the server.
-func NewServer(cfg Config) (*Server, error) { return &Server{}, nil }
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("smtp: no store")
+	}
+	return newServer(cfg, storeBackend{cfg.Store})
+}
 
-var errTODO = errors.New("smtp: not built yet")
+func newServer(cfg Config, store backend) (*Server, error) {
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewLimiter(auth.LimiterOptions{})
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("smtp: metrics: %w", err)
+	}
+	opts := cfg.Options.withDefaults(store.maxMessageSize())
+	if cfg.Options.MaxMessageSize > opts.MaxMessageSize {
+		cfg.Logger.Warn("smtp max message size lowered to fit the store's limit", "asked", cfg.Options.MaxMessageSize, "used", opts.MaxMessageSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, opts: opts, store: store, limiter: cfg.Limiter, log: cfg.Logger, metrics: m,
+		admit: admission{perIP: map[string]int{}},
+		ctx:   ctx, cancel: cancel,
+	}
+	for _, md := range []mode{modeMX, modeSubmission, modeSubmissions} {
+		s.servers[md] = s.newGoSMTP(md)
+	}
+	return s, nil
+}
+
+func (s *Server) newGoSMTP(md mode) *gosmtp.Server {
+	gs := gosmtp.NewServer(gosmtp.BackendFunc(func(c *gosmtp.Conn) (gosmtp.Session, error) {
+		return s.newSession(c, md)
+	}))
+	gs.Domain = s.cfg.Hostname
+	gs.TLSConfig = s.cfg.TLS
+	gs.MaxRecipients = s.opts.MaxRecipients
+	gs.MaxMessageBytes = s.opts.MaxMessageSize
+	// go-smtp counts a line's bytes plus one; our own check (bodyReader)
+	// gives the clearer reply for message data, this one guards commands.
+	gs.MaxLineLength = s.opts.MaxLineLength + 2
+	// Whether AUTH may go in plain text is decided per connection
+	// (session.AuthMechanisms): loopback or TLS only.
+	gs.AllowInsecureAuth = true
+	// Only a signal to conn (a command line is being read); conn sets the
+	// real deadlines, see conn.Read.
+	gs.ReadTimeout = s.opts.CommandTimeout
+	gs.WriteTimeout = s.opts.WriteTimeout
+	gs.EnableSMTPUTF8 = true
+	gs.EnableDSN = true // parameters accepted; this server is the final hop
+	gs.ErrorLog = errorLog{s.log.With("listener", md.String())}
+	return gs
+}
 
 // ServeMX serves inbound mail (port 25) on ln.
-func (s *Server) ServeMX(ln net.Listener) error { return errTODO }
+func (s *Server) ServeMX(ln net.Listener) error { return s.serve(ln, modeMX) }
 
 // ServeSubmission serves submission with STARTTLS (port 587) on ln.
-func (s *Server) ServeSubmission(ln net.Listener) error { return errTODO }
+func (s *Server) ServeSubmission(ln net.Listener) error { return s.serve(ln, modeSubmission) }
 
 // ServeSubmissions serves submission over implicit TLS (port 465) on ln.
-func (s *Server) ServeSubmissions(ln net.Listener) error { return errTODO }
+func (s *Server) ServeSubmissions(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		_ = ln.Close()
+		return errors.New("smtp: implicit-TLS submission needs a TLS certificate")
+	}
+	return s.serve(ln, modeSubmissions)
+}
 
-// Close stops every listener and session.
-func (s *Server) Close() error { return nil }
+func (s *Server) serve(ln net.Listener, md mode) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return net.ErrClosed
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	s.log.Info("smtp listening", "listener", md.String(), "addr", ln.Addr().String())
+	return s.servers[md].Serve(&listener{Listener: ln, srv: s, mode: md})
+}
+
+// Close stops every listener and session. Deliveries in progress are
+// canceled (their clients, if still connected, get nothing: they never saw
+// a 250 and will retry); Close waits for them to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, gs := range s.servers {
+		_ = gs.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.log.Warn("smtp: deliveries still running after close")
+	}
+	return nil
+}
+
+// begin registers work that Close must wait for; false once closing.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
+}
+
+// refuseConn answers a connection over a limit with 421 and closes it.
+func (s *Server) refuseConn(raw net.Conn, reply string, implicitTLS bool) {
+	if !s.begin() {
+		_ = raw.Close()
+		return
+	}
+	go func() {
+		defer s.inflight.Done()
+		defer raw.Close()
+		_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+		var w net.Conn = raw
+		if implicitTLS {
+			tc := tls.Server(raw, s.cfg.TLS)
+			if err := tc.HandshakeContext(s.ctx); err != nil {
+				return
+			}
+			w = tc
+		}
+		_, _ = w.Write([]byte(reply))
+	}()
+}
+
+// errorLog sends go-smtp's own log lines to slog: connection errors at
+// debug level (clients vanish all the time), panics at error level.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Printf(format string, v ...any) { l.print(fmt.Sprintf(format, v...)) }
+func (l errorLog) Println(v ...any)               { l.print(fmt.Sprint(v...)) }
+
+func (l errorLog) print(msg string) {
+	if strings.Contains(msg, "panic") {
+		l.log.Error("smtp: " + msg)
+		return
+	}
+	l.log.Debug("smtp: " + msg)
+}
