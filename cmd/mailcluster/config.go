@@ -73,6 +73,21 @@ type settings struct {
 	POP3Addr        string `toml:"pop3_addr" help:"POP3 with STLS, e.g. :110 (empty: off)"`
 	POP3SAddr       string `toml:"pop3s_addr" help:"POP3 over implicit TLS, e.g. :995 (empty: off)"`
 
+	SMTPMaxMessageSize        string   `toml:"smtp_max_message_size" help:"largest message accepted on SMTP, e.g. 25M (default: max_message_size minus room for trace headers)"`
+	SMTPMaxRecipients         int      `toml:"smtp_max_recipients" help:"most recipients per message"`
+	SMTPMaxLineLength         int      `toml:"smtp_max_line_length" help:"longest line in SMTP commands and message data, CRLF included (at least 1000)"`
+	SMTPMaxConnections        int      `toml:"smtp_max_connections" help:"simultaneous SMTP connections on this node (all three ports)"`
+	SMTPMaxConnectionsPerIP   int      `toml:"smtp_max_connections_per_ip" help:"simultaneous SMTP connections from one client address (IPv6: per /64)"`
+	SMTPMaxCommandsBeforeMail int      `toml:"smtp_max_commands_before_mail" help:"commands a client may send outside a message before it must send one"`
+	SMTPMaxErrors             int      `toml:"smtp_max_errors" help:"refused SMTP commands before the connection is closed with 421"`
+	SMTPCommandTimeout        duration `toml:"smtp_command_timeout" help:"time allowed to send one SMTP command"`
+	SMTPDataTimeout           duration `toml:"smtp_data_timeout" help:"how long message data may stall (a slow upload that keeps sending is never cut)"`
+	SMTPWriteTimeout          duration `toml:"smtp_write_timeout" help:"time allowed to write one SMTP reply"`
+	SMTPDeliveryTimeout       duration `toml:"smtp_delivery_timeout" help:"how long the cluster may take to store a message after its last byte before the client gets 451"`
+	SMTPQuotaPermanent        bool     `toml:"smtp_quota_permanent" help:"answer mailbox full with 552 5.2.2 (bounce now) instead of 452 4.2.2 (retry)"`
+	SMTPAllow8BitHeaders      bool     `toml:"smtp_allow_8bit_headers" help:"accept raw 8-bit header bytes from clients that did not announce SMTPUTF8"`
+	SMTPFixBareLineEndings    bool     `toml:"smtp_fix_bare_line_endings" help:"turn bare LF / bare CR into CRLF instead of refusing the message"`
+
 	IMAPMaxConnections      int      `toml:"imap_max_connections" help:"open IMAP connections per node, both ports; more are refused with BYE"`
 	IMAPMaxConnectionsPerIP int      `toml:"imap_max_connections_per_ip" help:"open IMAP connections from one client address (IPv6: per /64)"`
 	IMAPMaxMessageSize      string   `toml:"imap_max_message_size" help:"largest IMAP APPEND, advertised as APPENDLIMIT (default: max_message_size)"`

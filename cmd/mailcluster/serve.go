@@ -17,6 +17,7 @@ import (
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
+	"github.com/mailcluster/mailcluster/protocol/smtp"
 )
 
 // cmdServe runs one node until SIGINT/SIGTERM, a graceful leave, or a
@@ -98,6 +99,26 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, fmt.Errorf("max_message_size: %w", err)
 	}
+	smtpMax, err := parseSize(s.SMTPMaxMessageSize)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("smtp_max_message_size: %w", err)
+	}
+	smtpOpts := smtp.Options{
+		MaxMessageSize:        smtpMax,
+		MaxRecipients:         s.SMTPMaxRecipients,
+		MaxLineLength:         s.SMTPMaxLineLength,
+		MaxConnections:        s.SMTPMaxConnections,
+		MaxConnectionsPerIP:   s.SMTPMaxConnectionsPerIP,
+		MaxCommandsBeforeMail: s.SMTPMaxCommandsBeforeMail,
+		MaxErrors:             s.SMTPMaxErrors,
+		CommandTimeout:        time.Duration(s.SMTPCommandTimeout),
+		DataTimeout:           time.Duration(s.SMTPDataTimeout),
+		WriteTimeout:          time.Duration(s.SMTPWriteTimeout),
+		DeliveryTimeout:       time.Duration(s.SMTPDeliveryTimeout),
+		QuotaPermanent:        s.SMTPQuotaPermanent,
+		Allow8BitHeaders:      s.SMTPAllow8BitHeaders,
+		FixBareLineEndings:    s.SMTPFixBareLineEndings,
+	}
 	imapOpts, err := imapOptions(s)
 	if err != nil {
 		return node.Config{}, err
@@ -136,6 +157,7 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		IMAPSAddr:         s.IMAPSAddr,
 		POP3Addr:          s.POP3Addr,
 		POP3SAddr:         s.POP3SAddr,
+		SMTP:              smtpOpts,
 		IMAP:              imapOpts,
 		POP3: pop3.Options{
 			IdleTimeout:         time.Duration(s.POP3IdleTimeout),
