@@ -164,9 +164,9 @@ func TestHostileInput(t *testing.T) {
 		}
 		r = e.raw(t, n, true)
 		login(r)
-		r.send("a " + strings.Repeat("A", 200<<10) + "\r\n")
-		// The line is refused; whatever follows is answered or the
-		// connection is closed, but the node is fine.
+		// The line is refused; the server may even hang up before it has
+		// read all of it (then the write fails); either way the node is fine.
+		_ = r.trySend("a " + strings.Repeat("A", 200<<10) + "\r\n")
 		c := e.dialTLS(t, n, u, nil)
 		mustSelect(t, c, "INBOX", false)
 		if _, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{UID: true}).Collect(); err != nil {
