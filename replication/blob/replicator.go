@@ -20,6 +20,13 @@ type Membership interface {
 	Self() Member
 }
 
+// KnownMembers may be implemented by a Membership to name members that are
+// not currently believed alive (gossip can lag behind a healed partition).
+// Reads that find no live holder try them too.
+type KnownMembers interface {
+	KnownMembers() []Member
+}
+
 // References is the slice of the mailbox state the blob layer needs.
 //
 // Both methods must answer from state that has caught up (applied the
@@ -320,18 +327,37 @@ func (r *Replicator) Open(ctx context.Context, id ID) (*Body, error) {
 	return r.store.Open(ctx, id)
 }
 
-// fetchFromPeers tries the placement members, then everyone else.
+// fetchFromPeers tries the placement members, then everyone else alive,
+// then members not believed alive (if the Membership knows any).
 func (r *Replicator) fetchFromPeers(ctx context.Context, id ID) error {
 	self := r.members.Self()
 	lastErr := fmt.Errorf("%w: no live peer to fetch from", ErrNotFound)
-	for _, m := range Placement(id, r.members.LiveMembers(), 1<<30) {
+	candidates := Placement(id, r.members.LiveMembers(), 1<<30)
+	live := len(candidates)
+	if km, ok := r.members.(KnownMembers); ok {
+		seen := make(map[string]bool, len(candidates))
+		for _, m := range candidates {
+			seen[m.ID] = true
+		}
+		for _, m := range km.KnownMembers() {
+			if !seen[m.ID] {
+				candidates = append(candidates, m)
+			}
+		}
+	}
+	for i, m := range candidates {
 		if m.ID == self.ID {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		fctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
+		timeout := r.opts.FetchTimeout
+		if i >= live {
+			// Possibly dead: do not let an unanswered connect hold a reader.
+			timeout = min(timeout, 10*time.Second)
+		}
+		fctx, cancel := context.WithTimeout(ctx, timeout)
 		err := r.client.Fetch(fctx, m.Addr, id)
 		cancel()
 		if err == nil {
