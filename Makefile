@@ -2,11 +2,8 @@
 GO      ?= go
 BIN     := bin/mailcluster
 DEVDIR  ?= ./dev-cluster
-# Packages whose tests spin up many goroutines per node get the race
-# detector; see TESTING in the README for why not all of them.
-RACE_PKGS := ./clusternet/... ./consensus/... ./node/... ./replication/... ./protocol/... ./message/...
 
-.PHONY: build run test test-race test-all bench lint chaos clean
+.PHONY: build run test bench lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/mailcluster
@@ -15,10 +12,9 @@ build:
 run: build
 	./$(BIN) dev --dir $(DEVDIR)
 
-## test: what CI runs — lint, unit and multi-node tests (race detector on the concurrent packages)
+## test: what CI runs — lint, then every test (unit, multi-node, real clients) with the race detector
 test: lint
-	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	$(GO) test -count=1 -race -timeout 20m ./...
 
 ## bench: print throughput and latency figures (never part of `make test`)
 bench:
