@@ -249,6 +249,32 @@ func (n *Node) Propose(ctx context.Context, data []byte) (Result, error) {
 // that retry on their own after an error whose outcome is unknown: a
 // state machine that remembers IDs applies the proposal once.
 func (n *Node) ProposeWithID(ctx context.Context, id ProposalID, data []byte) (Result, error) {
+	res, err := n.commit(ctx, id, data)
+	if err != nil {
+		return res, err
+	}
+	// The entry is committed: the outcome is decided and must be reported
+	// as success. What is left is read-your-writes on this node, which may
+	// trail the leader (a node just back from a partition waits out raft's
+	// replication backoff), so wait for it apart from the propose timeout.
+	n.awaitApplied(ctx, res.Index)
+	return res, nil
+}
+
+// ProposeCommitted is Propose for writes the caller will not read back on
+// this node (an SMTP delivery): it returns as soon as the leader has
+// committed and applied the entry, without waiting for this node to apply
+// it. Durability is the same; only read-your-writes here is given up.
+func (n *Node) ProposeCommitted(ctx context.Context, data []byte) (Result, error) {
+	var id ProposalID
+	if _, err := rand.Read(id[:]); err != nil {
+		return Result{}, err
+	}
+	return n.commit(ctx, id, data)
+}
+
+// commit gets the entry committed through whichever node leads.
+func (n *Node) commit(ctx context.Context, id ProposalID, data []byte) (Result, error) {
 	var res Result
 	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
 		if leaderAddr == "" {
@@ -266,15 +292,7 @@ func (n *Node) ProposeWithID(ctx context.Context, id ProposalID, data []byte) (R
 		res = Result{Index: reply.Index, Data: reply.Result}
 		return nil
 	})
-	if err != nil {
-		return res, err
-	}
-	// The entry is committed: the outcome is decided and must be reported
-	// as success. What is left is read-your-writes on this node, which may
-	// trail the leader (a node just back from a partition waits out raft's
-	// replication backoff), so wait for it apart from the propose timeout.
-	n.awaitApplied(ctx, res.Index)
-	return res, nil
+	return res, err
 }
 
 // awaitApplied waits, for at most ApplyWaitTimeout, until a committed

@@ -60,7 +60,9 @@ type Delivered struct {
 // Deliver stores one message for several local recipients: the body once
 // (durable on W replicas), then one Raft command referencing it from every
 // mailbox. It returns nil only when the message is committed; recipients
-// can still fail one by one (see Delivered.Results).
+// can still fail one by one (see Delivered.Results). It does not wait for
+// this node to apply the change (a deliverer does not read its mail back
+// here); readers open mailboxes through the read barrier anyway.
 func (s *Store) Deliver(ctx context.Context, body io.Reader, recipients []Recipient, internalDate time.Time, maxSize int64) (Delivered, error) {
 	if len(recipients) == 0 {
 		return Delivered{}, ErrInvalidArgument
@@ -73,10 +75,10 @@ func (s *Store) Deliver(ctx context.Context, body io.Reader, recipients []Recipi
 	for i, r := range recipients {
 		targets[i] = state.DeliverTarget{Account: r.Account, Mailbox: r.Mailbox, Flags: state.ParseFlags(r.Flags)}
 	}
-	res, err := propose[state.DeliverResult](ctx, s, state.Deliver{
+	res, err := proposeWith[state.DeliverResult](ctx, s, state.Deliver{
 		Time: s.stamp(), Blob: b.id, Size: b.size, Summary: b.summary,
 		InternalDate: internalDate, Targets: targets,
-	})
+	}, s.cons.ProposeCommitted)
 	if err != nil {
 		return Delivered{}, err
 	}

@@ -15,6 +15,7 @@ import (
 // Consensus is the slice of the Raft member the store uses.
 type Consensus interface {
 	Propose(ctx context.Context, data []byte) (consensus.Result, error)
+	ProposeCommitted(ctx context.Context, data []byte) (consensus.Result, error)
 	ReadBarrier(ctx context.Context) error
 }
 
@@ -89,12 +90,17 @@ func (s *Store) View(fn func(tx *state.Tx) error) error { return s.fsm.View(fn) 
 // that was applied but refused (mailbox exists, quota, …) returns its typed
 // error together with the result.
 func propose[T state.Result](ctx context.Context, s *Store, cmd state.Command) (T, error) {
+	return proposeWith[T](ctx, s, cmd, s.cons.Propose)
+}
+
+// proposeWith is propose through a chosen consensus call.
+func proposeWith[T state.Result](ctx context.Context, s *Store, cmd state.Command, call func(context.Context, []byte) (consensus.Result, error)) (T, error) {
 	var zero T
 	data, err := state.Encode(cmd)
 	if err != nil {
 		return zero, err
 	}
-	res, err := s.cons.Propose(ctx, data)
+	res, err := call(ctx, data)
 	if err != nil {
 		return zero, noQuorumIfConsensus(err)
 	}

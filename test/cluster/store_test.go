@@ -310,6 +310,11 @@ func TestThreeRecipientsOneBody(t *testing.T) {
 		t.Fatal("blob ID is not the SHA-256 of the body")
 	}
 	n := c.Node(1)
+	// Deliver does not wait for the delivering node to apply; a reader uses
+	// the barrier.
+	if err := n.Store().Barrier(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	var refs uint64
 	var files int
 	_ = n.FSM().View(func(tx *state.Tx) error {
