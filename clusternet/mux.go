@@ -23,6 +23,10 @@ const (
 // and name its channel, so a slow or hostile client cannot pin resources.
 const handshakeTimeout = 10 * time.Second
 
+// dialTimeout bounds a TCP connect to a peer: one that is cut off drops
+// SYNs, and the kernel alone would keep retrying for about two minutes.
+const dialTimeout = 5 * time.Second
+
 // ErrLinkCut is returned when a Policy forbids talking to a peer.
 var ErrLinkCut = errors.New("link to peer is cut")
 
@@ -43,6 +47,7 @@ type Mux struct {
 
 	mu       sync.Mutex
 	channels map[byte]*Link
+	open     map[*PeerConn]struct{} // every connection accepted or dialed, until closed
 	closed   bool
 	done     chan struct{}
 }
@@ -60,6 +65,7 @@ func Listen(addr string, identity *Identity, policy Policy, logger *slog.Logger)
 		policy:   policy,
 		logger:   logger,
 		channels: make(map[byte]*Link),
+		open:     make(map[*PeerConn]struct{}),
 		done:     make(chan struct{}),
 	}, nil
 }
@@ -132,11 +138,18 @@ func (m *Mux) handshake(raw net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	link.deliver(m.wrap(conn, peer))
+	wrapped, err := m.wrap(conn, peer)
+	if err != nil {
+		return
+	}
+	link.deliver(wrapped)
 }
 
-// Close stops accepting and closes every channel listener. Connections
-// already handed out are owned by their users.
+// Close stops accepting, closes every channel listener and every cluster
+// connection still open in either direction, as a process that exits
+// would: a stopped node must not keep answering on old connections (peers
+// would take its stale answers for the node that replaces it on the same
+// address).
 func (m *Mux) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -149,18 +162,37 @@ func (m *Mux) Close() error {
 	for _, l := range m.channels {
 		links = append(links, l)
 	}
+	open := m.open
+	m.open = nil
 	m.mu.Unlock()
 	for _, l := range links {
 		_ = l.Close()
 	}
-	return m.ln.Close()
+	err := m.ln.Close()
+	for c := range open {
+		_ = c.Conn.Close()
+	}
+	return err
 }
 
-func (m *Mux) wrap(conn *tls.Conn, peer string) net.Conn {
-	if m.policy == nil {
-		return &PeerConn{Conn: conn, Peer: peer}
+// wrap makes conn a PeerConn the Mux closes when it closes; after Close it
+// closes conn at once.
+func (m *Mux) wrap(conn *tls.Conn, peer string) (net.Conn, error) {
+	c := &PeerConn{Conn: conn, Peer: peer, policy: m.policy, mux: m}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		_ = conn.Close()
+		return nil, net.ErrClosed
 	}
-	return &PeerConn{Conn: conn, Peer: peer, policy: m.policy}
+	m.open[c] = struct{}{}
+	return c, nil
+}
+
+func (m *Mux) forget(c *PeerConn) {
+	m.mu.Lock()
+	delete(m.open, c)
+	m.mu.Unlock()
 }
 
 // Link is one channel of the cluster port: a net.Listener for incoming
@@ -203,7 +235,7 @@ func (l *Link) Addr() net.Addr { return l.mux.Addr() }
 
 // Dial connects to this channel on the node at addr.
 func (l *Link) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	d := net.Dialer{KeepAlive: 15 * time.Second}
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -226,7 +258,7 @@ func (l *Link) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	_ = raw.SetWriteDeadline(time.Time{})
-	return l.mux.wrap(conn, peer), nil
+	return l.mux.wrap(conn, peer)
 }
 
 // PeerConn is an authenticated cluster connection; Peer is the node ID the
@@ -235,6 +267,13 @@ type PeerConn struct {
 	net.Conn
 	Peer   string
 	policy Policy
+	mux    *Mux
+}
+
+// Close closes the connection and lets the Mux forget it.
+func (c *PeerConn) Close() error {
+	c.mux.forget(c)
+	return c.Conn.Close()
 }
 
 func (c *PeerConn) check() error {

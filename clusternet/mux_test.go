@@ -143,3 +143,39 @@ func TestPolicyCutsExistingAndNewConnections(t *testing.T) {
 		t.Fatalf("dial after cut: %v", err)
 	}
 }
+
+// A node that stops must drop the connections it accepted: a peer that kept
+// one would take the stopped node's answers for those of whatever replaces
+// it on the same address.
+func TestCloseDropsAcceptedConnections(t *testing.T) {
+	const secret = "correct horse battery staple"
+	a := newMux(t, secret, "a", nil)
+	b := newMux(t, secret, "b", nil)
+	go func() { _ = b.Serve() }()
+	go echo(b.Channel(ChannelRPC))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := a.Channel(ChannelRPC).Dial(ctx, b.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 4)
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _ = conn.Write([]byte("ping"))
+	if n, err := conn.Read(buf); err == nil {
+		t.Fatalf("read %q from a closed node", buf[:n])
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the closed node left the connection open")
+	}
+}
