@@ -156,6 +156,17 @@ func TestMinorityFailsWithNoQuorum(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("minority proposal hung for %v", took)
 	}
+	// The entry went into the old leader's own log before it noticed it was
+	// alone: the caller must not be told it was not stored.
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("propose on a leader that lost its majority: %v, want ErrOutcomeUnknown as well", err)
+	}
+	// Now the node knows no leader: a new proposal reaches no log at all,
+	// and the failure is definite.
+	data2, _ := json.Marshal(kvCommand{Op: "set", Key: "lost2", Value: "never"})
+	if _, err := c.nodes[l].node.Propose(context.Background(), data2); !errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("propose on a node that knows no leader: %v, want a definite ErrNoQuorum", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.nodes[l].node.ReadBarrier(ctx); !errors.Is(err, ErrNoQuorum) {
@@ -180,12 +191,11 @@ func TestMinorityFailsWithNoQuorum(t *testing.T) {
 	waitFor(t, "old leader to rejoin", 10*time.Second, func() bool {
 		return c.nodes[l].node.AppliedIndex() >= res.Index
 	})
-	if got := c.nodes[l].fsm.get("lost"); len(got) != 0 {
-		t.Fatalf("a proposal that failed with no quorum was applied: %q", got)
-	}
 	for _, tn := range c.nodes {
-		if got := tn.fsm.get("lost"); len(got) != 0 {
-			t.Fatalf("%s applied the failed proposal", tn.id)
+		for _, key := range []string{"lost", "lost2"} {
+			if got := tn.fsm.get(key); len(got) != 0 {
+				t.Fatalf("%s applied the failed proposal %s", tn.id, key)
+			}
 		}
 	}
 }

@@ -18,10 +18,15 @@ import (
 // Errors callers act on.
 var (
 	// ErrNoQuorum means the cluster could not commit (or confirm) within the
-	// propose timeout: this node cannot reach a majority. The outcome of a
-	// proposal that fails this way is unknown only if it reached the old
-	// leader's log; it never counts as acknowledged.
+	// propose timeout: this node cannot reach a majority. It never counts as
+	// acknowledged; the proposal did not commit, unless the error also
+	// matches ErrOutcomeUnknown.
 	ErrNoQuorum = errors.New("no quorum: this node cannot reach a majority of the cluster")
+	// ErrOutcomeUnknown comes wrapped together with ErrNoQuorum when the
+	// proposal reached a leader that lost its majority (or its link to this
+	// node) before answering: the entry may still commit. Only a later read
+	// tells.
+	ErrOutcomeUnknown = errors.New("the outcome is unknown: the proposal reached a leader that lost its majority before answering")
 	// ErrNotLeader is returned by membership operations on a follower.
 	ErrNotLeader = errors.New("not the Raft leader")
 	// ErrShutdown is returned after Shutdown.
@@ -273,10 +278,18 @@ func (n *Node) ProposeCommitted(ctx context.Context, data []byte) (Result, error
 	return n.commit(ctx, id, data)
 }
 
-// commit gets the entry committed through whichever node leads.
+// commit gets the entry committed through whichever node leads. When it
+// gives up after an attempt that may have put the entry in a leader's log,
+// the error matches ErrOutcomeUnknown as well as ErrNoQuorum.
 func (n *Node) commit(ctx context.Context, id ProposalID, data []byte) (Result, error) {
 	var res Result
-	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
+	uncertain := false
+	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) (err error) {
+		defer func() {
+			if err != nil && maybeApplied(err) {
+				uncertain = true
+			}
+		}()
 		if leaderAddr == "" {
 			idx, data, err := n.applyLocal(id, data)
 			if err != nil {
@@ -292,6 +305,9 @@ func (n *Node) commit(ctx context.Context, id ProposalID, data []byte) (Result, 
 		res = Result{Index: reply.Index, Data: reply.Result}
 		return nil
 	})
+	if err != nil && uncertain && errors.Is(err, ErrNoQuorum) {
+		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
 	return res, err
 }
 
@@ -340,6 +356,14 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return nil
 }
 
+// AwaitLeader returns once this node leads or follows a known leader, or
+// ErrNoQuorum after the propose timeout. A node cut off from the majority
+// loses its leader within an election timeout, so a write can fail fast,
+// before any work, instead of waiting on peers it cannot reach.
+func (n *Node) AwaitLeader(ctx context.Context) error {
+	return n.retry(ctx, func(context.Context, string) error { return nil })
+}
+
 // errRetry marks an attempt that may succeed against another leader.
 var errRetry = errors.New("retry")
 
@@ -366,7 +390,7 @@ func (n *Node) retry(ctx context.Context, attempt func(ctx context.Context, lead
 		case n.IsLeader():
 			err = attempt(ctx, "")
 		case leaderAddr != "" && string(leaderID) != n.cfg.NodeID:
-			err = attempt(ctx, string(leaderAddr))
+			err = n.forward(ctx, string(leaderAddr), attempt)
 		default:
 			err = fmt.Errorf("%w: no leader known", errRetry)
 		}
@@ -386,6 +410,41 @@ func (n *Node) retry(ctx context.Context, attempt func(ctx context.Context, lead
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}
+}
+
+// errLeaderChanged ends a forwarded attempt when another leader appears.
+var errLeaderChanged = errors.New("leader changed")
+
+// forward runs attempt against the leader at leaderAddr, and abandons it as
+// soon as this node learns of a different leader: a leader that froze or
+// died mid-call would otherwise hold the caller until the propose timeout
+// although its successor could answer at once. The retry carries the same
+// proposal ID, so an entry the old leader did get in applies only once.
+func (n *Node) forward(ctx context.Context, leaderAddr string, attempt func(context.Context, string) error) error {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(n.cfg.HeartbeatTimeout / 10)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if addr, _ := n.raft.LeaderWithID(); addr != "" && string(addr) != leaderAddr {
+					cancel(errLeaderChanged)
+					return
+				}
+			}
+		}
+	}()
+	err := attempt(actx, leaderAddr)
+	if err != nil && errors.Is(context.Cause(actx), errLeaderChanged) {
+		return fmt.Errorf("%w: %w while waiting for %s", errRetry, errLeaderChanged, leaderAddr)
+	}
+	return err
 }
 
 func (n *Node) retryable(err error) bool {

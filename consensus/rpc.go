@@ -9,14 +9,17 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // The forwarding RPC is Go's net/rpc (gob over one multiplexed connection per
 // peer) on the authenticated RPC link. Errors cross the wire as strings, so
 // the few that callers act on have fixed texts.
 const (
-	rpcNotLeader = "consensus: not the leader"
-	rpcNoQuorum  = "consensus: no quorum"
+	rpcNotLeader      = "consensus: not the leader"
+	rpcNoQuorum       = "consensus: no quorum"
+	rpcLeadershipLost = "consensus: leadership lost before the entry committed"
 )
 
 // ApplyArgs carries a forwarded proposal.
@@ -51,6 +54,9 @@ func (s *RaftRPC) Apply(args ApplyArgs, reply *ApplyReply) error {
 	}
 	idx, res, err := s.n.applyLocal(args.ID, args.Data)
 	if err != nil {
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			return errors.New(rpcLeadershipLost)
+		}
 		if isLeadershipErr(err) {
 			return errors.New(rpcNotLeader)
 		}
@@ -161,7 +167,7 @@ func (c *rpcClients) closeAll() {
 func (c *rpcClients) call(ctx context.Context, addr, method string, args, reply any) error {
 	cl, err := c.get(ctx, addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errNotSent, err)
 	}
 	call := cl.Go("RaftRPC."+method, args, reply, make(chan *rpc.Call, 1))
 	select {
@@ -190,5 +196,27 @@ func remoteErr(err error) (notLeader, noQuorum bool) {
 		return false, false
 	}
 	msg := string(serverErr)
-	return strings.Contains(msg, rpcNotLeader), strings.Contains(msg, rpcNoQuorum)
+	return strings.Contains(msg, rpcNotLeader) || strings.Contains(msg, rpcLeadershipLost), strings.Contains(msg, rpcNoQuorum)
+}
+
+// errNotSent marks a forwarded call that failed before its request could
+// reach the peer (the dial failed).
+var errNotSent = errors.New("request not sent")
+
+// maybeApplied reports whether a failed commit attempt may still have put
+// the entry in a leader's log: the leader lost its leadership after taking
+// it, or the forwarded request went out and no answer came back.
+func maybeApplied(err error) bool {
+	if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, errLeaderChanged) {
+		return true
+	}
+	var serverErr rpc.ServerError
+	if errors.As(err, &serverErr) {
+		return strings.Contains(string(serverErr), rpcLeadershipLost)
+	}
+	if errors.Is(err, errNotSent) || errors.Is(err, errRetry) || isLeadershipErr(err) {
+		return false
+	}
+	// A transport failure or a timeout after the request was written.
+	return true
 }

@@ -15,6 +15,10 @@ var (
 	// ErrNoQuorum: the cluster could not commit the change (or make W copies
 	// of the body) in time. Temporary: the client should retry.
 	ErrNoQuorum = consensus.ErrNoQuorum
+	// ErrOutcomeUnknown comes together with ErrNoQuorum when the change
+	// reached a leader that lost its majority before answering: it may
+	// still take effect. Protocols must not say "not stored" then.
+	ErrOutcomeUnknown = consensus.ErrOutcomeUnknown
 	// ErrAuthFailed: wrong user name or password, or a disabled account.
 	ErrAuthFailed = errors.New("authentication failed")
 	// ErrTooLarge: the message is bigger than the size limit.

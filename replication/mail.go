@@ -25,6 +25,11 @@ func (s *Store) ingest(ctx context.Context, body io.Reader, maxSize int64) (stor
 	if maxSize <= 0 {
 		maxSize = s.maxSize
 	}
+	// A node cut off from the majority fails here, within the propose
+	// timeout, rather than after waiting on peers it cannot reach.
+	if err := noQuorumIfConsensus(s.cons.AwaitLeader(ctx)); err != nil {
+		return storedBody{}, err
+	}
 	parser := message.NewParser(message.Options{})
 	id, size, err := s.bodies.Put(ctx, io.TeeReader(body, parser), maxSize)
 	if err != nil {

@@ -17,6 +17,7 @@ type Consensus interface {
 	Propose(ctx context.Context, data []byte) (consensus.Result, error)
 	ProposeCommitted(ctx context.Context, data []byte) (consensus.Result, error)
 	ReadBarrier(ctx context.Context) error
+	AwaitLeader(ctx context.Context) error
 }
 
 // Config wires a Store.

@@ -53,6 +53,8 @@ func storeError(err error) error {
 		return nil
 	case errors.As(err, &ie):
 		return err
+	case errors.Is(err, replication.ErrOutcomeUnknown):
+		return no(imap.ResponseCodeUnavailable, "The cluster lost its majority while committing this change; it may have been applied: look before you retry")
 	case errors.Is(err, replication.ErrNoQuorum):
 		return errUnavailable
 	case errors.Is(err, replication.ErrBodyUnavailable):

@@ -212,6 +212,10 @@ func (c *session) storeFailed(what string, err error) {
 		c.fail("[AUTH] %s", what)
 	case errors.Is(err, replication.ErrNoSuchMailbox), errors.Is(err, replication.ErrNoSuchAccount):
 		c.fail("[SYS/PERM] %s: the maildrop no longer exists", what)
+	case errors.Is(err, replication.ErrOutcomeUnknown):
+		c.fail("[SYS/TEMP] the mail cluster lost its majority before it could confirm; the change may have been made: look before you retry")
+		c.log.Info("pop3 store outcome unknown", "what", what, "err", err)
+		return
 	case replication.Temporary(err), errors.Is(err, context.Canceled):
 		c.fail("[SYS/TEMP] %s: the mail cluster is unavailable; try again later", what)
 		c.log.Info("pop3 store unavailable", "what", what, "err", err)

@@ -95,6 +95,8 @@ func replyLoginThrottled(retry string) *refusal {
 var (
 	replyNoQuorum = refuse("no_quorum", 451, enh(4, 3, 0),
 		"Temporary failure: the mail cluster cannot reach a quorum of its nodes, so the message was NOT stored; please retry later")
+	replyOutcomeUnknown = refuse("outcome_unknown", 451, enh(4, 3, 0),
+		"Temporary failure: the mail cluster lost its majority while storing the message; it may have been stored, so a retry may deliver it twice")
 	replyTimeout = refuse("timeout", 451, enh(4, 4, 2),
 		"Timeout waiting for message data; the message was not stored")
 	replyAborted = refuse("aborted", 451, enh(4, 4, 2),
@@ -138,6 +140,8 @@ func (s *Server) deliveryReply(err, src error) *refusal {
 		return replyTooLarge(s.opts.MaxMessageSize)
 	case errors.Is(err, replication.ErrQuotaExceeded):
 		return replyMailboxFull(false, "a recipient")
+	case errors.Is(err, replication.ErrOutcomeUnknown):
+		return replyOutcomeUnknown
 	case errors.Is(err, replication.ErrNoQuorum):
 		return replyNoQuorum
 	}
