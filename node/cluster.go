@@ -105,6 +105,9 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-tick.C:
 		case <-n.reconcileCh:
 		case <-n.gossip.changed:
+			// A member that came back lacks the bodies accepted while it
+			// was away; so may this node, if it was the one away.
+			n.bodies.Kick()
 		}
 		if !n.cons.IsLeader() {
 			clear(failedSince)

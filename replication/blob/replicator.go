@@ -129,6 +129,7 @@ type Replicator struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 	pushes   chan struct{} // semaphore
+	kick     chan struct{} // buffered(1): run a repair pass soon
 
 	held, under, corrupt, repaired, deleted, pushFailures atomic.Int64
 	lastRepair                                            atomic.Int64 // unix nanos
@@ -149,8 +150,22 @@ func NewReplicator(store *Store, client *Client, members Membership, refs Refere
 		bgCtx:    ctx,
 		bgCancel: cancel,
 		pushes:   make(chan struct{}, opts.MaxPushes),
+		kick:     make(chan struct{}, 1),
 	}
 }
+
+// Kick asks for a repair pass now rather than at the next interval: a
+// member that came back lacks the bodies accepted while it was away.
+func (r *Replicator) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// repairRetry is how soon a failed repair pass (typically: this node has not
+// caught up with the log yet, just after it started) runs again.
+const repairRetry = 5 * time.Second
 
 // Close cancels background pushes and waits for them.
 func (r *Replicator) Close() {
@@ -369,49 +384,53 @@ func (r *Replicator) fetchFromPeers(ctx context.Context, id ID) error {
 }
 
 // Run repairs, scrubs and collects garbage at the configured intervals until
-// ctx ends. The first repair pass runs at once; scrub and GC after one
+// ctx ends. The first repair pass runs at once, a failed one again after a
+// few seconds, and Kick starts one early; scrub and GC run after one
 // interval.
 func (r *Replicator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	every := func(interval time.Duration, now bool, pass func(context.Context) (again bool)) {
+	// every runs pass whenever the timer fires or wake delivers; pass says
+	// when it wants to run next.
+	every := func(first time.Duration, wake <-chan struct{}, pass func(context.Context) (next time.Duration)) {
 		defer wg.Done()
-		t := time.NewTimer(interval)
-		if now {
-			t.Reset(0)
-		}
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-wake:
+				t.Stop()
 			}
-			next := interval
-			if pass(ctx) {
-				next = 0
-			}
-			t.Reset(next)
+			t.Reset(pass(ctx))
 		}
 	}
 	wg.Add(3)
-	go every(r.opts.RepairInterval, true, func(ctx context.Context) bool {
+	go every(0, r.kick, func(ctx context.Context) time.Duration {
 		more, err := r.repair(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("blob: repair pass failed", "err", err)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				r.log.Warn("blob: repair pass failed; trying again soon", "err", err, "in", repairRetry)
+			}
+			return min(repairRetry, r.opts.RepairInterval)
+		case more:
+			return 0
 		}
-		return more && err == nil
+		return r.opts.RepairInterval
 	})
-	go every(r.opts.ScrubInterval, false, func(ctx context.Context) bool {
+	go every(r.opts.ScrubInterval, nil, func(ctx context.Context) time.Duration {
 		if err := r.Scrub(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("blob: scrub pass failed", "err", err)
 		}
-		return false
+		return r.opts.ScrubInterval
 	})
-	go every(r.opts.GCInterval, false, func(ctx context.Context) bool {
+	go every(r.opts.GCInterval, nil, func(ctx context.Context) time.Duration {
 		if err := r.CollectGarbage(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("blob: gc pass failed", "err", err)
 		}
-		return false
+		return r.opts.GCInterval
 	})
 	wg.Wait()
 	return nil
