@@ -98,11 +98,15 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	tick := time.NewTicker(n.cfg.Profile.Reconcile)
 	defer tick.Stop()
 	failedSince := make(map[string]time.Time)
+	var watch repairWatch
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			if watch.changed(n.cons.Status(), n.cfg.Profile.Raft.HeartbeatTimeout) {
+				n.bodies.Kick()
+			}
 		case <-n.reconcileCh:
 		case <-n.gossip.changed:
 			// A member that came back lacks the bodies accepted while it
@@ -367,4 +371,23 @@ func (n *Node) Leave(ctx context.Context) error {
 	n.left.Store(true)
 	go n.Shutdown(context.Background())
 	return nil
+}
+
+// repairWatch notices when this node may have missed bodies: the leader
+// changed (someone died or was cut off), or this node is back in contact
+// with the leader after a gap (it was the one cut off or frozen). Gossip
+// may not mark a short absence at all.
+type repairWatch struct {
+	leader    string
+	inContact bool
+}
+
+func (w *repairWatch) changed(st consensus.Status, heartbeat time.Duration) bool {
+	inContact := st.LeaderID != "" && (st.LeaderID == st.ID || time.Since(st.LastContact) < 2*heartbeat)
+	kick := (st.LeaderID != "" && st.LeaderID != w.leader) || (inContact && !w.inContact)
+	if st.LeaderID != "" {
+		w.leader = st.LeaderID
+	}
+	w.inContact = inContact
+	return kick
 }
