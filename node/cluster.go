@@ -105,13 +105,13 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 			if watch.changed(n.cons.Status(), n.cfg.Profile.Raft.HeartbeatTimeout) {
-				n.bodies.Kick()
+				n.kickRepair(ctx)
 			}
 		case <-n.reconcileCh:
 		case <-n.gossip.changed:
 			// A member that came back lacks the bodies accepted while it
 			// was away; so may this node, if it was the one away.
-			n.bodies.Kick()
+			n.kickRepair(ctx)
 		}
 		if !n.cons.IsLeader() {
 			clear(failedSince)
@@ -371,6 +371,27 @@ func (n *Node) Leave(ctx context.Context) error {
 	n.left.Store(true)
 	go n.Shutdown(context.Background())
 	return nil
+}
+
+// kickRepair starts a blob repair pass once this node has applied
+// everything committed so far (a read barrier): right after a partition
+// heals, the local state may not yet name the bodies accepted meanwhile,
+// and a pass over it would find nothing to fetch. One kick waits at a time.
+func (n *Node) kickRepair(ctx context.Context) {
+	if !n.repairKick.CompareAndSwap(false, true) {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.repairKick.Store(false)
+		bctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := n.cons.ReadBarrier(bctx); err != nil {
+			return // still cut off: the next regained contact kicks again
+		}
+		n.bodies.Kick()
+	}()
 }
 
 // repairWatch notices when this node may have missed bodies: the leader

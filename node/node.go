@@ -53,12 +53,14 @@ type Node struct {
 	peersMu     sync.Mutex
 	peers       map[string]string // node ID -> gossip address, for rejoining
 
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	left     atomic.Bool
-	fatalErr atomic.Value // error
-	stopOnce sync.Once
-	done     chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	left   atomic.Bool
+	// repairKick is set while a kicked repair waits for its read barrier.
+	repairKick atomic.Bool
+	fatalErr   atomic.Value // error
+	stopOnce   sync.Once
+	done       chan struct{}
 }
 
 // Start brings a node up: it opens the data folder, the cluster port, Raft

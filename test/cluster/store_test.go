@@ -287,8 +287,13 @@ func TestCorruptBodyDetectedOnReadAndRepairedByScrub(t *testing.T) {
 		t.Fatal("the corrupt copy was not counted")
 	}
 
-	// Scrub path: node 2's copy rots; scrub finds and replaces it.
+	// Scrub path: node 2's copy rots; scrub finds and replaces it. Scrub
+	// replaces only what the local state references, so let node 2 apply
+	// the delivery first (it committed without waiting for node 2).
 	n2 := c.Node(2)
+	if err := n2.Store().Barrier(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	corrupt(t, blobPath(n2, id))
 	if err := n2.Bodies().Scrub(ctxT(t)); err != nil {
 		t.Fatal(err)
