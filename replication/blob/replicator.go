@@ -133,6 +133,10 @@ type Replicator struct {
 
 	held, under, corrupt, repaired, deleted, pushFailures atomic.Int64
 	lastRepair                                            atomic.Int64 // unix nanos
+
+	handoffMu sync.Mutex
+	handoff   map[string]map[ID]time.Time // member ID -> copies a push failed to make -> first failure
+	handoffN  int
 }
 
 // NewReplicator ties the local store, the peer client, membership and
@@ -151,6 +155,7 @@ func NewReplicator(store *Store, client *Client, members Membership, refs Refere
 		bgCancel: cancel,
 		pushes:   make(chan struct{}, opts.MaxPushes),
 		kick:     make(chan struct{}, 1),
+		handoff:  make(map[string]map[ID]time.Time),
 	}
 }
 
@@ -321,8 +326,77 @@ func (r *Replicator) push(id ID, m Member) error {
 	if err != nil {
 		r.pushFailures.Add(1)
 		r.log.Warn("blob: push failed", "id", id.String(), "peer", m.ID, "err", err)
+		if r.bgCtx.Err() == nil {
+			r.handOff(m.ID, id)
+		}
 	}
 	return err
+}
+
+// Hinted handoff: a copy a push failed to make is retried every
+// handoffInterval while its member is live, so a member cut off for a moment
+// gets the bodies committed meanwhile in seconds instead of at its next
+// repair pass. Bounded: what does not fit, or is not referenced within
+// handoffUnreferenced, is left to repair.
+const (
+	handoffInterval     = 5 * time.Second
+	handoffMax          = 100_000
+	handoffMaxAge       = 30 * time.Minute
+	handoffUnreferenced = 2 * time.Minute // the delivery that wrote it may not commit
+)
+
+func (r *Replicator) handOff(member string, id ID) {
+	r.handoffMu.Lock()
+	defer r.handoffMu.Unlock()
+	ids := r.handoff[member]
+	if ids == nil {
+		ids = make(map[ID]time.Time)
+		r.handoff[member] = ids
+	}
+	if _, ok := ids[id]; ok || r.handoffN >= handoffMax {
+		return
+	}
+	ids[id] = time.Now()
+	r.handoffN++
+}
+
+// retryHandoffs pushes the handed-off copies to the members that are live,
+// stopping at a member's first failure until the next round.
+func (r *Replicator) retryHandoffs(ctx context.Context) {
+	for _, m := range r.members.LiveMembers() {
+		r.handoffMu.Lock()
+		var ids []ID
+		for id, since := range r.handoff[m.ID] {
+			referenced := r.refs.IsReferenced(id)
+			switch {
+			case time.Since(since) > handoffMaxAge,
+				!referenced && time.Since(since) > handoffUnreferenced:
+				r.dropHandoff(m.ID, id)
+			case referenced:
+				ids = append(ids, id)
+			}
+		}
+		r.handoffMu.Unlock()
+		for _, id := range ids {
+			pctx, cancel := context.WithTimeout(ctx, r.opts.PushTimeout)
+			err := r.client.Push(pctx, m.Addr, id)
+			cancel()
+			if err != nil {
+				break
+			}
+			r.handoffMu.Lock()
+			r.dropHandoff(m.ID, id)
+			r.handoffMu.Unlock()
+		}
+	}
+}
+
+// dropHandoff forgets one handed-off copy; handoffMu is held.
+func (r *Replicator) dropHandoff(member string, id ID) {
+	if _, ok := r.handoff[member][id]; ok {
+		delete(r.handoff[member], id)
+		r.handoffN--
+	}
 }
 
 // Open returns the verified body, fetching it from a peer (placement members
@@ -406,7 +480,11 @@ func (r *Replicator) Run(ctx context.Context) error {
 			t.Reset(pass(ctx))
 		}
 	}
-	wg.Add(3)
+	wg.Add(4)
+	go every(handoffInterval, nil, func(ctx context.Context) time.Duration {
+		r.retryHandoffs(ctx)
+		return handoffInterval
+	})
 	go every(0, r.kick, func(ctx context.Context) time.Duration {
 		more, err := r.repair(ctx)
 		switch {

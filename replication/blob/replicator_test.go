@@ -562,3 +562,33 @@ func TestReplicatorPutIsDurableLocallyAndOnW(t *testing.T) {
 		t.Fatalf("Put with both peers down: %v, want ErrNotEnoughReplicas", err)
 	}
 }
+
+// A member that missed a push while it was unreachable (but still counted
+// live, as after a short network cut) gets the copy from the pusher once it
+// answers again, without a repair pass of its own.
+func TestFailedPushIsHandedOffWhenTheMemberReturns(t *testing.T) {
+	c := newTestCluster(t, 3, Options{}, ReplicatorOptions{Replicas: 3, PushTimeout: 2 * time.Second}, false)
+	c.nodes[2].stop() // unreachable, yet still in everyone's live list
+	id, err := c.deliver(0, body(9100, 700))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the push to node 2 to fail", func() bool { return c.nodes[0].repl.Stats().PushFailures > 0 })
+	c.nodes[2].start()
+	if c.nodes[2].store.Has(id) {
+		t.Fatal("node 2 has the copy before any retry")
+	}
+	c.nodes[0].repl.retryHandoffs(context.Background())
+	if !c.nodes[2].store.Has(id) {
+		t.Fatal("the handed-off copy did not reach node 2")
+	}
+	if got := c.nodes[2].repl.Stats().Repaired; got != 0 {
+		t.Fatalf("node 2 repaired %d copies itself; the copy should have come from the handoff", got)
+	}
+	c.nodes[0].repl.handoffMu.Lock()
+	left := c.nodes[0].repl.handoffN
+	c.nodes[0].repl.handoffMu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d handed-off copies left after a successful retry", left)
+	}
+}
