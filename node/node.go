@@ -326,12 +326,19 @@ func (n *Node) fatal(err error) {
 // see it as failed until it comes back. A leader hands leadership over
 // first, once its clients are done, so a restart (a rolling upgrade) costs
 // the others no election. Safe to call more than once.
-func (n *Node) Shutdown(ctx context.Context) error {
+func (n *Node) Shutdown(ctx context.Context) error { return n.stop(ctx, true) }
+
+// Halt stops the node as a crash looks to the others: no leadership
+// handover, every connection dropped. Tests use it to kill a node in
+// process; data on disk stays as a crash would leave it.
+func (n *Node) Halt(ctx context.Context) error { return n.stop(ctx, false) }
+
+func (n *Node) stop(ctx context.Context, handOver bool) error {
 	n.stopOnce.Do(func() {
 		n.cancel()
 		n.stopProtocols()
 		_ = n.http.Shutdown(ctx)
-		if n.cons.IsLeader() {
+		if handOver && n.cons.IsLeader() {
 			if err := n.cons.TransferLeadership(); err != nil {
 				n.log.Warn("stopping: leadership transfer failed; the others will elect a leader", "err", err)
 			} else {

@@ -193,7 +193,7 @@ func (c *Cluster) Kill(i int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	_ = m.Node.Shutdown(ctx)
+	_ = m.Node.Halt(ctx)
 	m.Node = nil
 }
 
