@@ -22,10 +22,10 @@ var (
 	// acknowledged; the proposal did not commit, unless the error also
 	// matches ErrOutcomeUnknown.
 	ErrNoQuorum = errors.New("no quorum: this node cannot reach a majority of the cluster")
-	// ErrOutcomeUnknown comes wrapped together with ErrNoQuorum when the
-	// proposal reached a leader that lost its majority (or its link to this
-	// node) before answering: the entry may still commit. Only a later read
-	// tells.
+	// ErrOutcomeUnknown comes wrapped together with ErrNoQuorum (or the
+	// caller's context error) when the proposal reached a leader that lost
+	// its majority, its link to this node or the caller's patience before
+	// answering: the entry may still commit. Only a later read tells.
 	ErrOutcomeUnknown = errors.New("the outcome is unknown: the proposal reached a leader that lost its majority before answering")
 	// ErrNotLeader is returned by membership operations on a follower.
 	ErrNotLeader = errors.New("not the Raft leader")
@@ -280,7 +280,8 @@ func (n *Node) ProposeCommitted(ctx context.Context, data []byte) (Result, error
 
 // commit gets the entry committed through whichever node leads. When it
 // gives up after an attempt that may have put the entry in a leader's log,
-// the error matches ErrOutcomeUnknown as well as ErrNoQuorum.
+// the error matches ErrOutcomeUnknown as well (besides ErrNoQuorum, or the
+// context's error when the caller gave up first).
 func (n *Node) commit(ctx context.Context, id ProposalID, data []byte) (Result, error) {
 	var res Result
 	uncertain := false
@@ -305,7 +306,7 @@ func (n *Node) commit(ctx context.Context, id ProposalID, data []byte) (Result, 
 		res = Result{Index: reply.Index, Data: reply.Result}
 		return nil
 	})
-	if err != nil && uncertain && errors.Is(err, ErrNoQuorum) {
+	if err != nil && uncertain && gaveUp(err) {
 		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 	return res, err
@@ -354,6 +355,13 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 		return fmt.Errorf("%w: this node has applied %d of %d and is still catching up", ErrNoQuorum, n.fsm.appliedIndex(), idx)
 	}
 	return nil
+}
+
+// gaveUp reports whether commit stopped without an answer from the state
+// machine: no quorum in time, the caller's context ended, or shutdown.
+func gaveUp(err error) bool {
+	return errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrShutdown) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // AwaitLeader returns once this node leads or follows a known leader, or

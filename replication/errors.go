@@ -15,9 +15,10 @@ var (
 	// ErrNoQuorum: the cluster could not commit the change (or make W copies
 	// of the body) in time. Temporary: the client should retry.
 	ErrNoQuorum = consensus.ErrNoQuorum
-	// ErrOutcomeUnknown comes together with ErrNoQuorum when the change
-	// reached a leader that lost its majority before answering: it may
-	// still take effect. Protocols must not say "not stored" then.
+	// ErrOutcomeUnknown comes together with ErrNoQuorum (or the caller's
+	// context error) when the change reached a leader that did not answer
+	// in time: it may still take effect. Protocols must not say "not
+	// stored" then.
 	ErrOutcomeUnknown = consensus.ErrOutcomeUnknown
 	// ErrAuthFailed: wrong user name or password, or a disabled account.
 	ErrAuthFailed = errors.New("authentication failed")
@@ -53,7 +54,7 @@ func Temporary(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrNoQuorum), errors.Is(err, consensus.ErrShutdown),
+	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrOutcomeUnknown), errors.Is(err, consensus.ErrShutdown),
 		errors.Is(err, blob.ErrNotEnoughReplicas), errors.Is(err, ErrBodyUnavailable):
 		return true
 	}
