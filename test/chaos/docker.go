@@ -41,8 +41,10 @@ type Compose struct {
 	// default prefix 2 can keep running.
 	PortPrefix int
 	// ClusterNet is the first three octets of the cluster network's /24
-	// (default 172.29.77).
+	// (default 10.229.77); ClientNet that of the client network (default
+	// 10.229.78). Both lie outside Docker's automatic pools.
 	ClusterNet string
+	ClientNet  string
 	// Work is a folder for the env file, the TLS files and the logs.
 	Work string
 	// Build rebuilds the image first (docker-compose build).
@@ -89,7 +91,10 @@ func (d *Compose) Up(ctx context.Context) error {
 		d.PortPrefix = 4
 	}
 	if d.ClusterNet == "" {
-		d.ClusterNet = "172.29.77"
+		d.ClusterNet = "10.229.77"
+	}
+	if d.ClientNet == "" {
+		d.ClientNet = "10.229.78"
 	}
 	if d.Logf == nil {
 		d.Logf = func(string, ...any) {}
@@ -168,6 +173,7 @@ func (d *Compose) command(ctx context.Context, args ...string) *exec.Cmd {
 		"MAILCLUSTER_TLS_DIR="+filepath.Join(d.Work, "tls"),
 		fmt.Sprintf("MAILCLUSTER_PORT_PREFIX=%d", d.PortPrefix),
 		"MAILCLUSTER_CLUSTER_NET="+d.ClusterNet,
+		"MAILCLUSTER_CLIENT_NET="+d.ClientNet,
 		"MAILCLUSTER_RESTART=no", // a killed node stays down until the runner starts it
 	)
 	return cmd

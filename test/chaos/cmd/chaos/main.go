@@ -45,7 +45,8 @@ func run() int {
 		hold       = flag.Duration("hold", 6*time.Second, "how long each fault lasts at least")
 		target     = flag.Duration("unavailability-target", 3*time.Second, "fail if writes stay unavailable longer than this (p50) after a leader kill; 0: do not check")
 		prefix     = flag.Int("port-prefix", 4, "first digit of the published ports (node1 SMTP on 127.0.0.1:<p>1025)")
-		clusterNet = flag.String("cluster-net", "172.29.77", "first three octets of the cluster network's /24")
+		clusterNet = flag.String("cluster-net", "10.229.77", "first three octets of the cluster network's /24")
+		clientNet  = flag.String("client-net", "10.229.78", "first three octets of the client network's /24")
 	)
 	env := map[string]string{}
 	flag.Func("env", "extra node setting for every container, KEY=VALUE (repeatable), e.g. MAILCLUSTER_LOG_LEVEL=debug", func(v string) error {
@@ -87,7 +88,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	d := &chaos.Compose{Dir: root, Work: *work, Build: *build, Env: env, PortPrefix: *prefix, ClusterNet: *clusterNet, Logf: logf}
+	d := &chaos.Compose{Dir: root, Work: *work, Build: *build, Env: env, PortPrefix: *prefix, ClusterNet: *clusterNet, ClientNet: *clientNet, Logf: logf}
 	logf("starting the compose cluster (work folder %s)", *work)
 	if err := d.Up(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
