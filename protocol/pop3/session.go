@@ -632,14 +632,20 @@ func (c *session) cmdStat(cmd Command) {
 		c.storeFailed("cannot read the message sizes", err)
 		return
 	}
-	count, total := 0, int64(0)
+	count, total := c.totals()
+	c.ok("%d %d", count, total)
+}
+
+// totals counts the messages not marked deleted and their octets (after
+// measure).
+func (c *session) totals() (count int, octets int64) {
 	for i, n := range c.sizes {
 		if !c.deleted[i] {
 			count++
-			total += n
+			octets += n
 		}
 	}
-	c.ok("%d %d", count, total)
+	return count, octets
 }
 
 func (c *session) cmdList(cmd Command) {
@@ -663,13 +669,7 @@ func (c *session) cmdList(cmd Command) {
 		c.storeFailed("cannot read the message sizes", err)
 		return
 	}
-	count, total := 0, int64(0)
-	for i, n := range c.sizes {
-		if !c.deleted[i] {
-			count++
-			total += n
-		}
-	}
+	count, total := c.totals()
 	c.ok("%d messages (%d octets)", count, total)
 	for i, n := range c.sizes {
 		if !c.deleted[i] {
