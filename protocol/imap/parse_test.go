@@ -245,6 +245,16 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 	}
 }
 
+// A change that may still commit is NO [UNAVAILABLE] with a text that says
+// so, never the plain "cannot commit" (DESIGN.md §1.2).
+func TestUncertainStoreErrorSaysSo(t *testing.T) {
+	var ie *imap.Error
+	err := storeError(fmt.Errorf("%w: %w", replication.ErrOutcomeUnknown, replication.ErrNoQuorum))
+	if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeUnavailable || !strings.Contains(ie.Text, "may have been applied") {
+		t.Fatalf("uncertain change → %v", err)
+	}
+}
+
 func TestResolveSets(t *testing.T) {
 	s := &session{sel: &selected{view: newMailboxView("INBOX", []uint32{3, 5, 7, 9}, 1, nil)}}
 	s.sel.view.gone[7] = struct{}{}

@@ -196,6 +196,21 @@ func TestQuitAfterUnknownOutcome(t *testing.T) {
 	}
 }
 
+// A deletion that may still commit is answered [SYS/TEMP] with a text that
+// says so, not "were not deleted" (DESIGN.md §1.2).
+func TestQuitWithUncertainOutcomeSaysSo(t *testing.T) {
+	st := threeMessages()
+	st.expungeErr = fmt.Errorf("%w: %w", replication.ErrOutcomeUnknown, replication.ErrNoQuorum)
+	srv := startServer(t, st, Options{})
+	c := dial(t, srv.addr)
+	c.login()
+	c.ok("DELE 1")
+	s := c.cmd("QUIT")
+	if !strings.HasPrefix(s, "-ERR [SYS/TEMP] ") || !strings.Contains(s, "may have been made") || strings.Contains(s, "not deleted") {
+		t.Fatalf("QUIT with an uncertain outcome: %s", s)
+	}
+}
+
 func TestDroppedConnectionDeletesNothing(t *testing.T) {
 	st := threeMessages()
 	srv := startServer(t, st, Options{})

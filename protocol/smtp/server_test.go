@@ -665,3 +665,21 @@ func TestDSNParametersAccepted(t *testing.T) {
 	r.send(msg + ".\r\n")
 	r.expect("250 2.0.0 OK: stored")
 }
+
+// A delivery whose commit may still happen (the leader lost its majority
+// mid-commit) must not be answered "NOT stored" (DESIGN.md §1.2).
+func TestUncertainDeliveryIsNotCalledUnstored(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	ts.store.addUser("alice@example.test", "pw")
+	c := dialMX(t, ts)
+	ts.store.mu.Lock()
+	ts.store.deliverErr = fmt.Errorf("%w: %w", replication.ErrOutcomeUnknown, replication.ErrNoQuorum)
+	ts.store.mu.Unlock()
+	err := send(c, "s@remote.test", []string{"alice@example.test"}, msg)
+	if got := code(err); got != "451 4.3.0" {
+		t.Fatalf("uncertain delivery: %s, want 451 4.3.0", got)
+	}
+	if text := err.Error(); !strings.Contains(text, "may have been stored") || strings.Contains(text, "NOT stored") {
+		t.Fatalf("uncertain delivery answered %q", text)
+	}
+}
