@@ -251,7 +251,15 @@ func TestCluster(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
-		// Every session now converges on the committed state.
+		// Every session now converges on the committed state. Each node may
+		// still be applying the others' last writes (a follower learns the
+		// commit index with the leader's next append), and NOOP shows only
+		// what its node has applied: a read barrier on every node first.
+		for i := range 3 {
+			if err := e.c.Node(i).Store().Barrier(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		s := e.c.Node(0).Store()
 		mb, err := s.OpenMailbox(ctxT(t), u, "INBOX")
 		if err != nil {
