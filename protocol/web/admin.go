@@ -15,6 +15,9 @@ import (
 
 // Admin is the slice of the mail store the admin API uses.
 type Admin interface {
+	// Barrier waits until this node has applied every change committed
+	// anywhere: a listing through one node shows what another just added.
+	Barrier(ctx context.Context) error
 	AddDomain(ctx context.Context, name string) error
 	DeleteDomain(ctx context.Context, name string) error
 	Domains(ctx context.Context) ([]state.Domain, error)
@@ -79,6 +82,9 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 	type h = http.HandlerFunc
 	return map[string]http.HandlerFunc{
 		"GET /api/domains": h(func(w http.ResponseWriter, r *http.Request) {
+			if !consistent(w, r, a) {
+				return
+			}
 			ds, err := a.Domains(r.Context())
 			if err != nil {
 				writeStoreError(w, err)
@@ -112,6 +118,9 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.SetCatchAll(r.Context(), r.PathValue("name"), req.Target), http.StatusOK)
 		}),
 		"GET /api/users": h(func(w http.ResponseWriter, r *http.Request) {
+			if !consistent(w, r, a) {
+				return
+			}
 			us, err := a.Users(r.Context(), r.URL.Query().Get("domain"))
 			if err != nil {
 				writeStoreError(w, err)
@@ -138,6 +147,9 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			WriteJSON(w, http.StatusCreated, userInfo(acct))
 		}),
 		"GET /api/users/{address}": h(func(w http.ResponseWriter, r *http.Request) {
+			if !consistent(w, r, a) {
+				return
+			}
 			acct, err := a.Account(r.Context(), r.PathValue("address"))
 			if err != nil {
 				writeStoreError(w, err)
@@ -187,6 +199,9 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.SetForwarding(r.Context(), r.PathValue("address"), req.Targets, req.KeepLocal), http.StatusOK)
 		}),
 		"GET /api/aliases": h(func(w http.ResponseWriter, r *http.Request) {
+			if !consistent(w, r, a) {
+				return
+			}
 			as, err := a.Aliases(r.Context(), r.URL.Query().Get("domain"))
 			if err != nil {
 				writeStoreError(w, err)
@@ -211,6 +226,16 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.DeleteAlias(r.Context(), r.PathValue("address")), http.StatusOK)
 		}),
 	}
+}
+
+// consistent passes a read barrier before a read, answering 503 when this
+// node cannot reach a quorum (its own state may be stale).
+func consistent(w http.ResponseWriter, r *http.Request, a Admin) bool {
+	if err := a.Barrier(r.Context()); err != nil {
+		writeStoreError(w, err)
+		return false
+	}
+	return true
 }
 
 // readJSON decodes a small JSON request body, answering 400 on failure.
