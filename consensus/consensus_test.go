@@ -28,12 +28,13 @@ func TestProposeOnFollowerIsAppliedEverywhere(t *testing.T) {
 func TestReadBarrierSeesEarlierWrites(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	l := c.leader()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	for i := range 20 {
 		set(t, c.nodes[l].node, "k", fmt.Sprint(i))
 		for _, tn := range c.nodes {
-			if err := tn.node.ReadBarrier(ctx); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := tn.node.ReadBarrier(ctx)
+			cancel()
+			if err != nil {
 				t.Fatalf("%s read barrier: %v", tn.id, err)
 			}
 			if got := string(tn.fsm.get("k")); got != fmt.Sprint(i) {
@@ -135,7 +136,16 @@ func TestRestartAfterCompactionCatchesUpBySnapshot(t *testing.T) {
 }
 
 func TestMinorityFailsWithNoQuorum(t *testing.T) {
-	c := newTestCluster(t, 3, func(cfg *Config) { cfg.ProposeTimeout = 1500 * time.Millisecond })
+	// A lease long enough that the cut-off leader still leads when the
+	// proposal below reaches it on a slow machine, and short enough that it
+	// steps down well within the propose timeout (raft wants the heartbeat
+	// timeout at least as long as the lease).
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		cfg.ProposeTimeout = 1500 * time.Millisecond
+		cfg.Timing.HeartbeatTimeout = 500 * time.Millisecond
+		cfg.Timing.ElectionTimeout = 500 * time.Millisecond
+		cfg.Timing.LeaderLeaseTimeout = 500 * time.Millisecond
+	})
 	l := c.leader()
 	set(t, c.nodes[l].node, "before", "ok")
 	// Cut the leader off: it is the minority now.
@@ -288,6 +298,12 @@ func TestCommittedWriteOnLaggingFollowerIsSuccess(t *testing.T) {
 		last = set(t, c.nodes[l].node, fmt.Sprintf("during-%d", i), "x")
 	}
 	c.tn.heal()
+	// The follower takes the leader back with its first heartbeat; only then
+	// can a write through it be forwarded at all.
+	waitFor(t, "the follower to know the leader again", 10*time.Second, func() bool {
+		id, _ := c.nodes[f].node.Leader()
+		return id == c.nodes[l].id
+	})
 	for i := range 5 {
 		res := set(t, c.nodes[f].node, fmt.Sprintf("after-%d", i), "y")
 		if res.Index <= last.Index {

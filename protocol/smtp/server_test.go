@@ -528,17 +528,19 @@ func TestClientVanishingMidDataLeavesNoTrace(t *testing.T) {
 }
 
 func TestSlowUploadIsNotCutButStallIs(t *testing.T) {
-	ts := startServer(t, serverOpts{options: Options{DataTimeout: time.Second, CommandTimeout: time.Second}})
+	// Timeouts long enough that a loaded machine's scheduling hiccup does not
+	// look like a stall of the test's own client.
+	ts := startServer(t, serverOpts{options: Options{DataTimeout: 2 * time.Second, CommandTimeout: 2 * time.Second}})
 	ts.store.addUser("alice@example.test", "pw")
 
-	// A slow upload: a line every 50 ms for 3 s, three times DataTimeout.
+	// A slow upload: a line every 50 ms for 5 s, 2.5 times DataTimeout.
 	r := dialRaw(t, ts.addr[modeMX])
 	r.cmd("EHLO client", "250")
 	r.cmd("MAIL FROM:<s@remote.test>", "250")
 	r.cmd("RCPT TO:<alice@example.test>", "250")
 	r.cmd("DATA", "354")
 	r.send("Subject: slow\r\n\r\n")
-	for start := time.Now(); time.Since(start) < 3*time.Second; {
+	for start := time.Now(); time.Since(start) < 5*time.Second; {
 		r.send("still here\r\n")
 		time.Sleep(50 * time.Millisecond)
 	}

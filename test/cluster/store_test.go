@@ -132,6 +132,7 @@ func TestDeliveredMessageSurvivesLossOfAnyNode(t *testing.T) {
 	// Lose the leader, then (after it returns) a follower.
 	for _, victim := range []int{c.Leader(), c.Follower()} {
 		c.Kill(victim)
+		c.Leader() // the survivors' reads pass a barrier: wait out an election
 		for _, i := range c.Running() {
 			if got := inbox(t, c.Node(i), "alice"); !sameSet(got, want) {
 				t.Fatalf("with %s dead, %s reads %d messages, want the %d delivered bit-exact", c.Members[victim].ID, c.Members[i].ID, len(got), len(want))
@@ -204,6 +205,7 @@ func TestMinorityRefusesWritesAndNeverAppliesThem(t *testing.T) {
 	deliver(t, c.Node(c.LeaderAmong(others)), kept, "alice")
 	c.Heal()
 	c.WaitForVoters(3)
+	c.Leader() // every node, the healed one too, follows the leader again
 	for _, i := range c.Running() {
 		if got := inbox(t, c.Node(i), "alice"); !sameSet(got, sums(kept)) {
 			t.Fatalf("%s: INBOX has %d messages; the refused one must never appear", c.Members[i].ID, len(got))

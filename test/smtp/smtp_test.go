@@ -141,6 +141,11 @@ func TestRefusalsOnTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Node 0 decides quota and disabled accounts from its own state: let it
+	// apply the changes above first.
+	if err := c.Node(0).Store().Barrier(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	mx := dialMX(t, c, 0)
 	for _, tc := range []struct{ rcpt, want string }{
 		{"nobody@example.test", "550 5.1.1"},
