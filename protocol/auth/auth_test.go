@@ -71,3 +71,34 @@ func TestLimiterBlocksAddressAndSlowsAccount(t *testing.T) {
 		t.Fatal("a good login did not clear the address")
 	}
 }
+
+func TestConnLimitCountsTotalAndPerAddress(t *testing.T) {
+	l := NewConnLimit(3, 2)
+	a1, r := l.Admit("192.0.2.1")
+	if r != "" {
+		t.Fatalf("first connection refused: %s", r)
+	}
+	if _, r := l.Admit("192.0.2.1"); r != "" {
+		t.Fatalf("second connection refused: %s", r)
+	}
+	if rel, r := l.Admit("192.0.2.1"); rel != nil || r != TooManyFromAddress {
+		t.Fatalf("third from one address: %v, want %s", r, TooManyFromAddress)
+	}
+	if _, r := l.Admit("192.0.2.2"); r != "" {
+		t.Fatalf("another address refused: %s", r)
+	}
+	if _, r := l.Admit("192.0.2.3"); r != TooManyConnections {
+		t.Fatalf("fourth connection: %v, want %s", r, TooManyConnections)
+	}
+	a1()
+	a1() // a second release frees nothing more
+	if got := l.Open(); got != 2 {
+		t.Fatalf("open after one release = %d, want 2", got)
+	}
+	if _, r := l.Admit("192.0.2.3"); r != "" {
+		t.Fatalf("slot not freed: %s", r)
+	}
+	if _, r := l.Admit("192.0.2.4"); r != TooManyConnections {
+		t.Fatalf("over the total again: %v", r)
+	}
+}

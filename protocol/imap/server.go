@@ -129,9 +129,8 @@ type Server struct {
 	closed    bool
 	started   bool
 	listeners map[net.Listener]struct{}
-	perIP     map[string]int
-	open      int
 	conns     map[*trackedConn]struct{}
+	limit     *auth.ConnLimit // open connections, in total and per client
 
 	sessions sync.WaitGroup
 	nextID   atomic.Uint64
@@ -158,9 +157,9 @@ func NewServer(cfg Config) (*Server, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
-		perIP:     make(map[string]int),
 		conns:     make(map[*trackedConn]struct{}),
 	}
+	s.limit = auth.NewConnLimit(s.opts.MaxConnections, s.opts.MaxConnectionsPerIP)
 	s.bodies = newBodyCache(s.opts.BodyCacheBytes)
 	s.strictLn = newChanListener()
 	s.loopbackLn = newChanListener()
@@ -266,8 +265,11 @@ func isTemporaryAccept(err error) bool {
 // admit applies the connection limits and hands the connection to the
 // imapserver instance that matches its plain-text-password rule.
 func (s *Server) admit(raw net.Conn, implicitTLS bool) {
-	ip := auth.ClientIP(raw.RemoteAddr())
-	if !s.reserve(ip) {
+	var free func()
+	if !s.isClosed() {
+		free, _ = s.limit.Admit(auth.ClientIP(raw.RemoteAddr()))
+	}
+	if free == nil {
 		s.m.rejected.Inc()
 		go func() {
 			if !implicitTLS {
@@ -279,7 +281,12 @@ func (s *Server) admit(raw net.Conn, implicitTLS bool) {
 		return
 	}
 	tracked := &trackedConn{Conn: raw}
-	tracked.release = func() { s.release(ip, tracked) }
+	tracked.release = func() {
+		s.mu.Lock()
+		delete(s.conns, tracked)
+		s.mu.Unlock()
+		free()
+	}
 	s.mu.Lock()
 	s.conns[tracked] = struct{}{}
 	s.mu.Unlock()
@@ -298,27 +305,6 @@ func (s *Server) admit(raw net.Conn, implicitTLS bool) {
 	}
 }
 
-func (s *Server) reserve(ip string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.open >= s.opts.MaxConnections || s.perIP[ip] >= s.opts.MaxConnectionsPerIP {
-		return false
-	}
-	s.open++
-	s.perIP[ip]++
-	return true
-}
-
-func (s *Server) release(ip string, c *trackedConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
-	s.open--
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
-}
-
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -326,11 +312,7 @@ func (s *Server) isClosed() bool {
 }
 
 // OpenConnections is the number of client connections currently open.
-func (s *Server) OpenConnections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.open
-}
+func (s *Server) OpenConnections() int { return s.limit.Open() }
 
 // Close stops every listener and session.
 func (s *Server) Close() error {

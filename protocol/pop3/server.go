@@ -110,7 +110,7 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
-	perIP     map[string]int
+	limit     *auth.ConnLimit // open connections, in total and per client
 	sessions  sync.WaitGroup
 }
 
@@ -155,7 +155,7 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[net.Conn]struct{}),
-		perIP:     make(map[string]int),
+		limit:     auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
 	}, nil
 }
 
@@ -211,19 +211,19 @@ func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error
 		}
 		backoff = 5 * time.Millisecond
 		s.metrics.connections.WithLabelValues(endpoint).Inc()
-		ip := auth.ClientIP(conn.RemoteAddr())
-		if reason := s.admit(conn, ip); reason != "" {
-			if reason == "closed" {
-				_ = conn.Close()
-				return net.ErrClosed
-			}
-			s.metrics.rejected.WithLabelValues(reason).Inc()
+		free, refused, open := s.admit(conn)
+		if !open {
+			_ = conn.Close()
+			return net.ErrClosed
+		}
+		if free == nil {
+			s.metrics.rejected.WithLabelValues(string(refused)).Inc()
 			go s.refuse(conn, implicitTLS)
 			continue
 		}
 		go func() {
 			defer s.sessions.Done()
-			defer s.release(conn, ip)
+			defer s.release(conn, free)
 			s.metrics.active.Inc()
 			defer s.metrics.active.Dec()
 			newSession(s, conn, implicitTLS).run()
@@ -231,34 +231,29 @@ func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error
 	}
 }
 
-// admit registers a connection, or says why it is refused ("" if not).
-// Unless the server is closed, the caller owes one s.sessions.Done.
-func (s *Server) admit(conn net.Conn, ip string) string {
+// admit registers a connection: it returns the function that frees its
+// slot, or nil and the limit it ran into; open is false once the server is
+// closed. While open, the caller owes one s.sessions.Done.
+func (s *Server) admit(conn net.Conn) (free func(), refused auth.Refusal, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return "closed"
+		return nil, "", false
 	}
 	s.sessions.Add(1)
-	switch {
-	case len(s.conns) >= s.opts.MaxConnections:
-		return "max_connections"
-	case s.perIP[ip] >= s.opts.MaxConnectionsPerIP:
-		return "max_connections_per_ip"
+	free, refused = s.limit.Admit(auth.ClientIP(conn.RemoteAddr()))
+	if free != nil {
+		s.conns[conn] = struct{}{}
 	}
-	s.conns[conn] = struct{}{}
-	s.perIP[ip]++
-	return ""
+	return free, refused, true
 }
 
-func (s *Server) release(conn net.Conn, ip string) {
+func (s *Server) release(conn net.Conn, free func()) {
 	_ = conn.Close()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.conns, conn)
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
+	s.mu.Unlock()
+	free()
 }
 
 // refuse answers a connection over the limits with a temporary error. The

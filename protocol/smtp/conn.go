@@ -15,39 +15,6 @@ import (
 	"github.com/mailcluster/mailcluster/protocol/auth"
 )
 
-// admission counts open connections, in total and per client address.
-type admission struct {
-	mu    sync.Mutex
-	total int
-	perIP map[string]int
-}
-
-// admit reserves a slot for ip; ok is false (with the reply to send) when a
-// limit is reached. release frees the slot.
-func (a *admission) admit(ip string, maxTotal, maxPerIP int) (release func(), reply, reason string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.total >= maxTotal {
-		return nil, replyServerBusy, "total"
-	}
-	if a.perIP[ip] >= maxPerIP {
-		return nil, replyTooManyConns, "per_ip"
-	}
-	a.total++
-	a.perIP[ip]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			a.total--
-			if a.perIP[ip]--; a.perIP[ip] <= 0 {
-				delete(a.perIP, ip)
-			}
-		})
-	}, "", ""
-}
-
 // listener admits connections and wraps each in a conn (and, on the
 // implicit-TLS port, in TLS above it).
 type listener struct {
@@ -63,10 +30,14 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := auth.ClientIP(raw.RemoteAddr())
-		release, reply, reason := l.srv.admit.admit(ip, l.srv.opts.MaxConnections, l.srv.opts.MaxConnectionsPerIP)
+		release, refused := l.srv.conns.Admit(ip)
 		if release == nil {
-			l.srv.metrics.connRefused.WithLabelValues(l.mode.String(), reason).Inc()
-			l.srv.log.Info("connection refused", "listener", l.mode.String(), "remote", raw.RemoteAddr().String(), "limit", reason)
+			reply := replyTooManyConns
+			if refused == auth.TooManyConnections {
+				reply = replyServerBusy
+			}
+			l.srv.metrics.connRefused.WithLabelValues(l.mode.String(), string(refused)).Inc()
+			l.srv.log.Info("connection refused", "listener", l.mode.String(), "remote", raw.RemoteAddr().String(), "limit", refused)
 			l.srv.refuseConn(raw, reply, l.mode == modeSubmissions)
 			continue
 		}

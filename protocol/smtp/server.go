@@ -57,7 +57,7 @@ type Server struct {
 	limiter *auth.Limiter
 	log     *slog.Logger
 	metrics *metrics
-	admit   admission
+	conns   *auth.ConnLimit // open connections, in total and per client
 
 	ctx    context.Context // canceled by Close: aborts lookups and deliveries
 	cancel context.CancelFunc
@@ -99,7 +99,7 @@ func newServer(cfg Config, store backend) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, opts: opts, store: store, limiter: cfg.Limiter, log: cfg.Logger, metrics: m,
-		admit: admission{perIP: map[string]int{}},
+		conns: auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
 		ctx:   ctx, cancel: cancel,
 	}
 	for _, md := range []mode{modeMX, modeSubmission, modeSubmissions} {

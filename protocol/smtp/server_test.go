@@ -518,9 +518,7 @@ func TestClientVanishingMidDataLeavesNoTrace(t *testing.T) {
 		}
 	}
 	waitFor(t, "connections to close", func() bool {
-		ts.srv.admit.mu.Lock()
-		defer ts.srv.admit.mu.Unlock()
-		return ts.srv.admit.total == 0
+		return ts.srv.conns.Open() == 0
 	})
 	if n := len(ts.store.stored()); n != 0 {
 		t.Fatalf("%d messages stored", n)
