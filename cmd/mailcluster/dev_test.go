@@ -84,6 +84,15 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { waitErr = dev.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mailcluster dev printed:\n%s", out.String())
+			logs, _ := filepath.Glob(filepath.Join(dir, "*", "node.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("%s, last lines:\n%s", l, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			}
+		}
 		_ = dev.Process.Signal(syscall.SIGINT)
 		select {
 		case <-exited:
