@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +59,29 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	}
 }
 
+// devBasePort picks a free block of ports for `mailcluster dev` below the
+// kernel's ephemeral range. Ports picked inside it (--base-port 0) can be
+// taken, between the pick and the nodes' bind, by the source port of any
+// other test's outgoing connection; nothing takes ports below it unasked.
+// The block lies under 20000, where test/cluster's harness picks its own.
+func devBasePort(t *testing.T, nodes int) int {
+	t.Helper()
+	const first, limit = 11000, 20000 // above make run's default block
+	block := devPortBlock * nodes
+	for range 50 {
+		base := first + rand.IntN((limit-first-block)/devPortBlock)*devPortBlock
+		free := true
+		for p := base; p < base+block && free; p++ {
+			free = portFree(p, true) == nil
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatal("no free block of ports between 11000 and 20000")
+	return 0
+}
+
 func statusOf(t *testing.T, bin, dir string) (web.ClusterStatus, error) {
 	out, err := exec.Command(bin, "status", "--dev", dir, "--json").Output()
 	if err != nil {
@@ -75,7 +100,8 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 	t.Logf("built in %v", time.Since(start))
 	dir := filepath.Join(t.TempDir(), "dev")
 	var out syncBuffer
-	dev := exec.Command(bin, "dev", "--dir", dir, "--base-port", "0", "--log-level", "warn")
+	base := devBasePort(t, 3)
+	dev := exec.Command(bin, "dev", "--dir", dir, "--base-port", strconv.Itoa(base), "--log-level", "warn")
 	dev.Stdout, dev.Stderr = &out, &out
 	if err := dev.Start(); err != nil {
 		t.Fatal(err)
