@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/node"
+	"github.com/mailcluster/mailcluster/replication"
 )
 
 // Options shapes a test cluster.
@@ -296,6 +298,25 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Retry runs a setup step again while it fails for a while only (an
+// election on a loaded machine), as a real client would. A step whose
+// outcome is unknown is not retried: it may have taken effect. What a
+// test asserts must never go through Retry.
+func Retry(t testing.TB, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if !replication.Temporary(err) || errors.Is(err, replication.ErrOutcomeUnknown) || time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

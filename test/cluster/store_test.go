@@ -32,13 +32,12 @@ func ctxT(t *testing.T) context.Context {
 func withAccounts(t *testing.T, c *Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	if err := s.AddDomain(ctxT(t), "example.test"); err != nil {
-		t.Fatal(err)
-	}
+	Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), "example.test") })
 	for _, u := range users {
-		if _, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@example.test", Password: testPassword}); err != nil {
-			t.Fatal(err)
-		}
+		Retry(t, "add "+u, func() error {
+			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@example.test", Password: testPassword})
+			return err
+		})
 	}
 }
 
@@ -54,10 +53,11 @@ func deliver(t *testing.T, n *node.Node, body []byte, to ...string) replication.
 	for _, u := range to {
 		rcpts = append(rcpts, replication.Recipient{Account: u + "@example.test"})
 	}
-	d, err := n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0)
-	if err != nil {
-		t.Fatalf("deliver via %s: %v", n.ID(), err)
-	}
+	var d replication.Delivered
+	Retry(t, "deliver via "+n.ID(), func() (err error) {
+		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0)
+		return err
+	})
 	for i, r := range d.Results {
 		if r.Err() != nil {
 			t.Fatalf("recipient %s: %v", to[i], r.Err())

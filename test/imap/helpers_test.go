@@ -42,7 +42,7 @@ type env struct {
 func newEnv(t testing.TB, opts cluster.Options) *env {
 	t.Helper()
 	c := cluster.New(t, opts)
-	retry(t, "add domain", func() error {
+	cluster.Retry(t, "add domain", func() error {
 		err := c.Node(c.Leader()).Store().AddDomain(ctxT(t), domain)
 		if errors.Is(err, replication.ErrDomainExists) {
 			return nil
@@ -62,7 +62,7 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 	if len(quota) > 1 {
 		u.QuotaMessages = quota[1]
 	}
-	retry(t, "add user "+u.Address, func() error {
+	cluster.Retry(t, "add user "+u.Address, func() error {
 		_, err := e.c.Node(e.c.Leader()).Store().AddUser(ctxT(t), u)
 		if errors.Is(err, replication.ErrAccountExists) {
 			return nil // an earlier attempt was committed after all
@@ -76,31 +76,13 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 func (e *env) deliver(t testing.TB, i int, user string, body []byte) {
 	t.Helper()
 	var d replication.Delivered
-	retry(t, fmt.Sprintf("deliver through node %d", i), func() (err error) {
+	cluster.Retry(t, fmt.Sprintf("deliver through node %d", i), func() (err error) {
 		d, err = e.c.Node(i).Store().Deliver(ctxT(t), bytes.NewReader(body),
 			[]replication.Recipient{{Account: user}}, time.Now(), 0)
 		return err
 	})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
-	}
-}
-
-// retry runs a setup step again while it fails temporarily (a leader
-// election on a loaded machine), as a real sender would. What the tests
-// assert is never retried.
-func retry(t testing.TB, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if !replication.Temporary(err) || time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -30,13 +30,17 @@ func addr(user string) string { return user + "@example.test" }
 func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	if err := s.AddDomain(ctxT(t), "example.test"); err != nil && !errors.Is(err, replication.ErrDomainExists) {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if _, err := s.AddUser(ctxT(t), replication.NewUser{Address: addr(u), Password: password}); err != nil {
-			t.Fatal(err)
+	cluster.Retry(t, "add the domain", func() error {
+		if err := s.AddDomain(ctxT(t), "example.test"); !errors.Is(err, replication.ErrDomainExists) {
+			return err
 		}
+		return nil
+	})
+	for _, u := range users {
+		cluster.Retry(t, "add "+u, func() error {
+			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: addr(u), Password: password})
+			return err
+		})
 	}
 }
 
@@ -44,10 +48,11 @@ func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 // octets, committed before it returns.
 func deliver(t testing.TB, n *node.Node, user string, body []byte) {
 	t.Helper()
-	d, err := n.Store().Deliver(ctxT(t), bytes.NewReader(body), []replication.Recipient{{Account: addr(user)}}, time.Now(), 0)
-	if err != nil {
-		t.Fatalf("deliver via %s: %v", n.ID(), err)
-	}
+	var d replication.Delivered
+	cluster.Retry(t, "deliver via "+n.ID(), func() (err error) {
+		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), []replication.Recipient{{Account: addr(user)}}, time.Now(), 0)
+		return err
+	})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
 	}

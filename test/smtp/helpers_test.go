@@ -40,13 +40,12 @@ func newCluster(t *testing.T, configure func(i int, cfg *node.Config), users ...
 	t.Helper()
 	c := cluster.New(t, cluster.Options{Configure: configure})
 	s := c.Node(c.Leader()).Store()
-	if err := s.AddDomain(ctxT(t), domain); err != nil {
-		t.Fatal(err)
-	}
+	cluster.Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), domain) })
 	for _, u := range users {
-		if _, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@" + domain, Password: password}); err != nil {
-			t.Fatal(err)
-		}
+		cluster.Retry(t, "add "+u, func() error {
+			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@" + domain, Password: password})
+			return err
+		})
 	}
 	return c
 }
