@@ -174,6 +174,14 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "bob@"+info.Domain) || !strings.Contains(string(b), info.DemoUser) {
 		t.Fatalf("user list: %v\n%s", err, b)
 	}
+	aliasAddr := "info@" + info.Domain
+	if b, err := exec.Command(bin, "alias", "add", aliasAddr, "bob@"+info.Domain, "--dev", dir).CombinedOutput(); err != nil {
+		t.Fatalf("alias add: %v\n%s", err, b)
+	}
+	b, err = exec.Command(bin, "alias", "list", "--dev", dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(b), aliasAddr) {
+		t.Fatalf("alias list: %v\n%s", err, b)
+	}
 	waitUntil(t, "dev to report the dead node", 10*time.Second, func() bool {
 		return strings.Contains(out.String(), "stopped: signal: killed")
 	})

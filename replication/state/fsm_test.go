@@ -158,6 +158,9 @@ func TestDomainsAndAliases(t *testing.T) {
 		if err != nil || len(list) != 1 {
 			t.Errorf("aliases %+v %v", list, err)
 		}
+		if all, err := tx.Aliases(""); err != nil || len(all) != 1 || all[0].Address != "team@example.org" {
+			t.Errorf("all aliases %+v %v", all, err)
+		}
 		accts, err := tx.Accounts("example.org")
 		if err != nil || len(accts) != 2 || accts[0].Address != "alice@example.org" {
 			t.Errorf("accounts %+v %v", accts, err)

@@ -228,6 +228,10 @@ func (t *Tx) Alias(address string) (Alias, error) {
 	if v == nil {
 		return Alias{}, ErrNoSuchAlias
 	}
+	return aliasView(addr, v)
+}
+
+func aliasView(addr string, v []byte) (Alias, error) {
 	var rec aliasRec
 	if err := decodeJSONRecord(v, &rec); err != nil {
 		return Alias{}, err
@@ -235,8 +239,17 @@ func (t *Tx) Alias(address string) (Alias, error) {
 	return Alias{Address: addr, Targets: rec.Targets, Created: time.Unix(0, rec.Created).UTC()}, nil
 }
 
-// Aliases lists a domain's aliases by address.
+// Aliases lists a domain's aliases by address (an empty domain: all).
 func (t *Tx) Aliases(domain string) ([]Alias, error) {
+	if domain == "" {
+		var out []Alias
+		err := t.bucket(bktAliases).ForEach(func(k, v []byte) error {
+			a, err := aliasView(string(k), v)
+			out = append(out, a)
+			return err
+		})
+		return out, err
+	}
 	addrs, err := t.domainMembers(domain, kindAlias)
 	if err != nil {
 		return nil, err
