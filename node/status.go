@@ -90,6 +90,7 @@ func (n *Node) ClusterStatus(ctx context.Context) (web.ClusterStatus, error) {
 	bs := n.bodies.Stats()
 	out.Storage = &web.StorageStatus{
 		BlobsHeld:        bs.Held,
+		BlobsCountedAt:   bs.HeldAt,
 		UnderReplicated:  bs.UnderReplicated,
 		Corrupt:          bs.CorruptFound,
 		Repaired:         bs.Repaired,

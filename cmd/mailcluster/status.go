@@ -69,9 +69,13 @@ func printStatus(w io.Writer, st web.ClusterStatus) {
 			fmt.Fprintf(w, "\n%s: %s", m.ID, m.Error)
 		}
 	}
-	if st.Storage != nil {
-		fmt.Fprintf(w, "\nmessage bodies on %s: %d held, %d under-replicated, %d corrupt found, %d repaired (target %d copies)\n",
-			st.Node, st.Storage.BlobsHeld, st.Storage.UnderReplicated, st.Storage.Corrupt, st.Storage.Repaired, st.Storage.ReplicationCount)
+	if s := st.Storage; s != nil {
+		held := "not counted yet"
+		if !s.BlobsCountedAt.IsZero() {
+			held = fmt.Sprintf("%d held (counted %s)", s.BlobsHeld, s.BlobsCountedAt.Local().Format("15:04:05"))
+		}
+		fmt.Fprintf(w, "\nmessage bodies on %s: %s, %d under-replicated, %d corrupt found, %d repaired (target %d copies)\n",
+			st.Node, held, s.UnderReplicated, s.Corrupt, s.Repaired, s.ReplicationCount)
 	}
 }
 

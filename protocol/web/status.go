@@ -36,9 +36,10 @@ type MemberStatus struct {
 
 // StorageStatus summarises message body replication on the answering node.
 type StorageStatus struct {
-	BlobsHeld        int64 `json:"blobs_held"`
-	UnderReplicated  int64 `json:"under_replicated"`
-	Corrupt          int64 `json:"corrupt_found"`
-	Repaired         int64 `json:"repaired"`
-	ReplicationCount int   `json:"replicas"`
+	BlobsHeld        int64     `json:"blobs_held"`
+	BlobsCountedAt   time.Time `json:"blobs_counted_at,omitzero"` // when BlobsHeld was counted; zero: not yet
+	UnderReplicated  int64     `json:"under_replicated"`
+	Corrupt          int64     `json:"corrupt_found"`
+	Repaired         int64     `json:"repaired"`
+	ReplicationCount int       `json:"replicas"`
 }

@@ -106,7 +106,8 @@ func (o ReplicatorOptions) withDefaults() ReplicatorOptions {
 
 // Stats are the replicator's counters, for metrics and status.
 type Stats struct {
-	Held            int64     // blobs held locally, as of the last GC or scrub walk
+	Held            int64     // blobs held locally, as of HeldAt
+	HeldAt          time.Time // the last walk that counted them (at start, then GC and scrub); zero until the first ends
 	UnderReplicated int64     // blobs this node is first in placement for with fewer than R copies on their placement members, as of the last repair pass
 	CorruptFound    int64     // corrupt local copies found (scrub, reads), cumulative
 	Repaired        int64     // copies fetched by repair, scrub or reads, cumulative
@@ -131,8 +132,12 @@ type Replicator struct {
 	pushes   chan struct{} // semaphore
 	kick     chan struct{} // buffered(1): run a repair pass soon
 
-	held, under, corrupt, repaired, deleted, pushFailures atomic.Int64
-	lastRepair                                            atomic.Int64 // unix nanos
+	under, corrupt, repaired, deleted, pushFailures atomic.Int64
+	lastRepair                                      atomic.Int64 // unix nanos
+
+	heldMu sync.Mutex
+	held   int64     // local blobs counted by the walk that began at heldAt
+	heldAt time.Time // zero until a walk has counted them
 
 	handoffMu sync.Mutex
 	handoff   map[string]map[ID]time.Time // member ID -> copies a push failed to make -> first failure
@@ -180,18 +185,47 @@ func (r *Replicator) Close() {
 
 // Stats returns a snapshot of the counters.
 func (r *Replicator) Stats() Stats {
+	r.heldMu.Lock()
 	s := Stats{
-		Held:            r.held.Load(),
+		Held:            r.held,
+		HeldAt:          r.heldAt,
 		UnderReplicated: r.under.Load(),
 		CorruptFound:    r.corrupt.Load(),
 		Repaired:        r.repaired.Load(),
 		Deleted:         r.deleted.Load(),
 		PushFailures:    r.pushFailures.Load(),
 	}
+	r.heldMu.Unlock()
 	if n := r.lastRepair.Load(); n != 0 {
 		s.LastRepair = time.Unix(0, n)
 	}
 	return s
+}
+
+// setHeld records the count of local blobs by a walk that began at start,
+// unless a walk that began later has already reported.
+func (r *Replicator) setHeld(n int64, start time.Time) {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	if start.Before(r.heldAt) {
+		return
+	}
+	r.held, r.heldAt = n, start
+}
+
+// countHeld counts the local blobs, so that status shows a number from the
+// start rather than only after the first GC or scrub pass.
+func (r *Replicator) countHeld(ctx context.Context) {
+	start := time.Now()
+	var n int64
+	err := r.store.walk(ctx, func(ID, fs.FileInfo) error { n++; return nil })
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("blob: counting stored bodies failed", "err", err)
+		}
+		return
+	}
+	r.setHeld(n, start)
 }
 
 // W is the number of durable copies on distinct nodes Replicate waits for.
@@ -480,7 +514,11 @@ func (r *Replicator) Run(ctx context.Context) error {
 			t.Reset(pass(ctx))
 		}
 	}
-	wg.Add(4)
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		r.countHeld(ctx)
+	}()
 	go every(handoffInterval, nil, func(ctx context.Context) time.Duration {
 		r.retryHandoffs(ctx)
 		return handoffInterval
@@ -671,6 +709,7 @@ func containsMember(ms []Member, id string) bool {
 // the store and, if still referenced, fetched again from a peer.
 func (r *Replicator) Scrub(ctx context.Context) error {
 	pace := newPacer(r.opts.ScrubBytesPerSecond)
+	start := time.Now()
 	var held int64
 	err := r.store.walk(ctx, func(id ID, fi fs.FileInfo) error {
 		held++
@@ -699,18 +738,19 @@ func (r *Replicator) Scrub(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("blob: scrub: %w", err)
 	}
-	r.held.Store(held)
+	r.setHeld(held, start)
 	return nil
 }
 
 // CollectGarbage runs one GC pass (see Store.CollectGarbage).
 func (r *Replicator) CollectGarbage(ctx context.Context) error {
+	start := time.Now()
 	deleted, seen, err := r.store.CollectGarbage(ctx, r.refs.IsReferenced)
 	r.deleted.Add(deleted)
 	if err != nil {
 		return err
 	}
-	r.held.Store(seen - deleted)
+	r.setHeld(seen-deleted, start)
 	return nil
 }
 

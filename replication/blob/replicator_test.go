@@ -592,3 +592,24 @@ func TestFailedPushIsHandedOffWhenTheMemberReturns(t *testing.T) {
 		t.Fatalf("%d handed-off copies left after a successful retry", left)
 	}
 }
+
+// A node that starts with bodies on disk reports how many it holds as soon
+// as it has counted them, not only after its first GC or scrub pass.
+func TestHeldCountedAtStart(t *testing.T) {
+	c := newTestCluster(t, 1, Options{}, ReplicatorOptions{
+		Replicas:       1,
+		RepairInterval: time.Hour,
+		ScrubInterval:  time.Hour,
+		GCInterval:     time.Hour,
+	}, true)
+	nd := c.nodes[0]
+	for i := range 5 {
+		mustPut(t, nd.store, []byte(fmt.Sprintf("body %d", i)))
+	}
+	nd.stop()
+	nd.start()
+	eventually(t, "the held count after a restart", func() bool {
+		st := nd.repl.Stats()
+		return !st.HeldAt.IsZero() && st.Held == 5
+	})
+}
