@@ -66,3 +66,32 @@ func BenchmarkPropose(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReadBarrier measures one linearizable read point on an idle
+// cluster, on the leader and on a follower (one RPC to the leader more).
+func BenchmarkReadBarrier(b *testing.B) {
+	for _, where := range []string{"leader", "follower"} {
+		b.Run(where, func(b *testing.B) {
+			c := newTestCluster(b, 3, func(cfg *Config) { cfg.Timing = LANTiming() })
+			n := c.nodes[c.leader()].node
+			if where == "follower" {
+				n = c.nodes[c.follower()].node
+			}
+			const rounds = 500
+			lat := make([]time.Duration, 0, rounds*b.N)
+			b.ResetTimer()
+			for range rounds * b.N {
+				t0 := time.Now()
+				if err := n.ReadBarrier(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

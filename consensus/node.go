@@ -326,16 +326,40 @@ func (n *Node) awaitApplied(ctx context.Context, idx uint64) {
 
 // ReadBarrier returns once this node has applied every entry committed
 // before the call began, so a following local read is linearizable.
-func (n *Node) ReadBarrier(ctx context.Context) error {
+func (n *Node) ReadBarrier(ctx context.Context) error { return n.readBarrier(ctx, "") }
+
+// ScopedReadBarrier is ReadBarrier for reads of one scope of a Scoped state
+// machine: it returns once this node has applied every entry of that scope
+// committed before the call. (A state machine that is not Scoped gets a
+// full ReadBarrier.)
+func (n *Node) ScopedReadBarrier(ctx context.Context, scope string) error {
+	if _, ok := n.fsm.sm.(Scoped); !ok {
+		scope = ""
+	}
+	return n.readBarrier(ctx, scope)
+}
+
+// readBarrier is ReadBarrier ("" scope) or ScopedReadBarrier.
+func (n *Node) readBarrier(ctx context.Context, scope string) error {
 	var idx uint64
 	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
 		if leaderAddr == "" {
 			var err error
-			idx, err = n.leaderReadIndex(ctx)
+			if scope == "" {
+				idx, err = n.leaderReadIndex(ctx)
+			} else {
+				idx, err = n.leaderScopeIndex(ctx, scope)
+			}
 			return err
 		}
 		var reply ReadIndexReply
-		if err := n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply); err != nil {
+		var err error
+		if scope == "" {
+			err = n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply)
+		} else {
+			err = n.clients.call(ctx, leaderAddr, "ScopeIndex", ScopeArgs{Scope: scope}, &reply)
+		}
+		if err != nil {
 			return err
 		}
 		idx = reply.Index
@@ -524,6 +548,25 @@ func (n *Node) markLeaderReady(term uint64) {
 		n.readyChanged = make(chan struct{})
 	}
 	n.readyMu.Unlock()
+}
+
+// leaderScopeIndex is the leader side of a scoped read barrier: once the
+// leader has applied its read index, its state machine knows the last
+// entry of the scope among everything committed before the call.
+func (n *Node) leaderScopeIndex(ctx context.Context, scope string) (uint64, error) {
+	idx, err := n.leaderReadIndex(ctx)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyWaitTimeout)
+	defer cancel()
+	if err := n.fsm.waitApplied(wctx, idx); err != nil {
+		return 0, err
+	}
+	if sm, ok := n.fsm.sm.(Scoped); ok {
+		return sm.ScopeIndex(scope), nil
+	}
+	return idx, nil
 }
 
 // leaderReadIndex is the leader side of a read barrier.

@@ -37,6 +37,9 @@ type ApplyReply struct {
 // ReadIndexReply carries the leader's commit index for a read barrier.
 type ReadIndexReply struct{ Index uint64 }
 
+// ScopeArgs names the scope of a scoped read barrier.
+type ScopeArgs struct{ Scope string }
+
 // RemoveArgs asks the leader to remove a server from the configuration.
 type RemoveArgs struct{ ID string }
 
@@ -72,6 +75,22 @@ func (s *RaftRPC) ReadIndex(_ Empty, reply *ReadIndexReply) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.n.cfg.ProposeTimeout)
 	defer cancel()
 	idx, err := s.n.leaderReadIndex(ctx)
+	if err != nil {
+		if isLeadershipErr(err) {
+			return errors.New(rpcNotLeader)
+		}
+		return errors.New(rpcNoQuorum)
+	}
+	reply.Index = idx
+	return nil
+}
+
+// ScopeIndex returns the index a scoped read barrier must wait for (see
+// Scoped); only the leader answers.
+func (s *RaftRPC) ScopeIndex(args ScopeArgs, reply *ReadIndexReply) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.n.cfg.ProposeTimeout)
+	defer cancel()
+	idx, err := s.n.leaderScopeIndex(ctx, args.Scope)
 	if err != nil {
 		if isLeadershipErr(err) {
 			return errors.New(rpcNotLeader)

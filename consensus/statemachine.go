@@ -41,6 +41,16 @@ type StateMachine interface {
 	Restore(r io.Reader) error
 }
 
+// Scoped is a StateMachine whose reads of some kind (a scope it names)
+// depend on only part of the log. ScopeIndex(scope) is an index at or after
+// the last applied entry that changed what such reads see; ScopedReadBarrier
+// waits for that instead of the whole commit index, so it does not wait
+// for unrelated writes to arrive. An unknown scope must answer the applied
+// index.
+type Scoped interface {
+	ScopeIndex(scope string) uint64
+}
+
 // Snapshot is a point-in-time view of the state machine.
 type Snapshot interface {
 	WriteTo(w io.Writer) (int64, error)

@@ -17,6 +17,7 @@ type Consensus interface {
 	Propose(ctx context.Context, data []byte) (consensus.Result, error)
 	ProposeCommitted(ctx context.Context, data []byte) (consensus.Result, error)
 	ReadBarrier(ctx context.Context) error
+	ScopedReadBarrier(ctx context.Context, scope string) error
 	AwaitLeader(ctx context.Context) error
 }
 
@@ -80,6 +81,15 @@ func (s *Store) Feed() *Feed { return s.feed }
 // anywhere before the call (a linearizable read point).
 func (s *Store) Barrier(ctx context.Context) error {
 	return noQuorumIfConsensus(s.cons.ReadBarrier(ctx))
+}
+
+// AddressingBarrier waits until this node has applied every change to
+// domains, accounts, aliases, forwarding, quotas and passwords committed
+// anywhere before the call: recipient decisions after it follow every
+// such change acknowledged before. Cheaper than Barrier: it does not wait
+// for deliveries and mailbox changes this node has not applied yet.
+func (s *Store) AddressingBarrier(ctx context.Context) error {
+	return noQuorumIfConsensus(s.cons.ScopedReadBarrier(ctx, state.ScopeAddressing))
 }
 
 // View runs fn in one consistent read transaction of the local state. It

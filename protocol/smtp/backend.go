@@ -18,9 +18,9 @@ type backend interface {
 	resolve(ctx context.Context, address string) (state.Resolution, error)
 	isLocalDomain(ctx context.Context, domain string) bool
 	account(ctx context.Context, address string) (state.Account, error)
-	// barrier waits until this node has applied everything committed
-	// anywhere: used before saying "no such user" or "not local" about an
-	// address that may have been created a moment ago on another node.
+	// barrier waits until this node has applied every change to domains,
+	// accounts, aliases and forwarding committed anywhere: recipient and
+	// sender decisions follow what was changed a moment ago on another node.
 	barrier(ctx context.Context) error
 	// authenticate returns the account address for good credentials.
 	authenticate(ctx context.Context, username, password string) (string, error)
@@ -46,7 +46,7 @@ func (b storeBackend) account(ctx context.Context, address string) (state.Accoun
 	return b.s.Account(ctx, address)
 }
 
-func (b storeBackend) barrier(ctx context.Context) error { return b.s.Barrier(ctx) }
+func (b storeBackend) barrier(ctx context.Context) error { return b.s.AddressingBarrier(ctx) }
 
 func (b storeBackend) authenticate(ctx context.Context, username, password string) (string, error) {
 	acct, err := b.s.Authenticate(ctx, username, password)

@@ -260,28 +260,22 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 
 // resolveRecipient decides at RCPT time where a message for addr goes, and
 // refuses it if it cannot be stored: unknown, relay, forwarding outside,
-// disabled or full. A negative answer is double-checked after a read
-// barrier, because the address may have been created a moment ago on
-// another node; if the barrier fails, the answer is temporary.
+// disabled or full. It first passes a read barrier, so the decision follows
+// every account, alias and forwarding change acknowledged anywhere before
+// the command (one made a moment ago through another node included); if
+// the barrier fails, the answer is temporary.
 func (s *session) resolveRecipient(ctx context.Context, addr string, authenticated bool, size int64) ([]string, *refusal) {
+	if err := s.srv.store.barrier(ctx); err != nil {
+		return nil, lookupReply(err)
+	}
 	domain := addr[strings.LastIndexByte(addr, '@')+1:]
 	if !s.srv.store.isLocalDomain(ctx, domain) {
-		if err := s.srv.store.barrier(ctx); err != nil {
-			return nil, lookupReply(err)
+		if authenticated {
+			return nil, replyOutboundUnavailable
 		}
-		if !s.srv.store.isLocalDomain(ctx, domain) {
-			if authenticated {
-				return nil, replyOutboundUnavailable
-			}
-			return nil, replyRelayDenied(domain)
-		}
+		return nil, replyRelayDenied(domain)
 	}
 	res, err := s.srv.store.resolve(ctx, addr)
-	if errors.Is(err, replication.ErrNoSuchAccount) {
-		if err = s.srv.store.barrier(ctx); err == nil {
-			res, err = s.srv.store.resolve(ctx, addr)
-		}
-	}
 	switch {
 	case errors.Is(err, replication.ErrNoSuchAccount):
 		return nil, replyNoSuchUser

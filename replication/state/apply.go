@@ -30,9 +30,10 @@ type applier struct {
 	// putAccount and deleteAccount keep it in step with the bucket.
 	accountCache map[string]accountRec
 
-	index  uint64 // Raft index of the entry being applied: the MODSEQ of its changes
-	now    int64  // the proposer's time of the command being applied, unix nanos
-	events []Event
+	index      uint64 // Raft index of the entry being applied: the MODSEQ of its changes
+	addressing uint64 // index of the last entry in this batch that changesAddressing; 0: none
+	now        int64  // the proposer's time of the command being applied, unix nanos
+	events     []Event
 }
 
 func newApplier(tx *bolt.Tx) *applier {
@@ -90,6 +91,9 @@ func (a *applier) applyEntry(e consensus.Entry) ([]byte, error) {
 		return nil, fmt.Errorf("state: entry %d: %w", e.Index, err)
 	}
 	a.index = e.Index
+	if changesAddressing(cmd) {
+		a.addressing = e.Index
+	}
 	mark := len(a.events)
 	res, err := a.dispatch(cmd)
 	if err != nil {
@@ -178,6 +182,18 @@ func failureResult(cmd Command, code Code) Result {
 	default:
 		return Done{Status: st}
 	}
+}
+
+// changesAddressing reports whether cmd can change how a recipient
+// address resolves or whether it is accepted: domains, accounts, aliases,
+// forwarding, quotas, the disabled flag, passwords.
+func changesAddressing(cmd Command) bool {
+	switch cmd.(type) {
+	case *AddDomain, *DeleteDomain, *SetCatchAll, *AddAccount, *DeleteAccount, *SetPassword,
+		*SetQuota, *SetAccountDisabled, *SetForwarding, *SetAlias, *DeleteAlias:
+		return true
+	}
+	return false
 }
 
 func (a *applier) dispatch(cmd Command) (Result, error) {

@@ -49,6 +49,10 @@ type FSM struct {
 	db      *bolt.DB     // nil after Close or a failed Restore
 	applied atomic.Uint64
 	term    atomic.Uint64
+	// addressing: an index at or after the last applied entry that
+	// changesAddressing (exact while running; the applied index after an
+	// open or a restore, which is later and so safe to wait for).
+	addressing atomic.Uint64
 
 	dedupWindow uint64 // DedupWindow; tests shrink it
 }
@@ -107,6 +111,7 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 	}
 	f.applied.Store(index)
 	f.term.Store(term)
+	f.addressing.Store(index)
 	return db, nil
 }
 
@@ -131,6 +136,20 @@ func (f *FSM) Close() error {
 
 // AppliedIndex is the index of the last entry whose effects are stored.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// ScopeIndex implements consensus.Scoped. ScopeAddressing: an index at or
+// after the last applied change to domains, accounts, aliases, forwarding,
+// quotas or passwords; every other scope: the applied index.
+func (f *FSM) ScopeIndex(scope string) uint64 {
+	if scope == ScopeAddressing {
+		return f.addressing.Load()
+	}
+	return f.applied.Load()
+}
+
+// ScopeAddressing is the read-barrier scope of recipient decisions: what
+// an address resolves to and whether it takes mail (see ScopeIndex).
+const ScopeAddressing = "addressing"
 
 // AppliedTerm is the term of that entry.
 func (f *FSM) AppliedTerm() uint64 { return f.term.Load() }
@@ -193,6 +212,9 @@ func (f *FSM) applyLocked(entries []consensus.Entry) ([][]byte, []Event, error) 
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("state: apply: commit: %w", err)
+	}
+	if a.addressing != 0 {
+		f.addressing.Store(a.addressing)
 	}
 	f.applied.Store(applied)
 	f.term.Store(term)

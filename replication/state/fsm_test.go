@@ -1006,3 +1006,31 @@ func TestRenameMovesSubscriptionMadeInSameBatch(t *testing.T) {
 		t.Error("applying the same entries in one batch and one by one left different state")
 	}
 }
+
+// The addressing scope moves with account, alias and domain changes only,
+// so that a recipient decision need not wait for unrelated deliveries; after
+// a reopen it starts at the applied index, which is always safe.
+func TestAddressingScopeIndex(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	after := h.f.AppliedIndex()
+	if got := h.f.ScopeIndex(ScopeAddressing); got != after {
+		t.Fatalf("after adding accounts: scope index %d, want %d", got, after)
+	}
+	h.deliver("alice@example.org", "INBOX", 1, 100, Flags{})
+	if got := h.f.ScopeIndex(ScopeAddressing); got != after {
+		t.Fatalf("a delivery moved the addressing scope to %d", got)
+	}
+	if got := h.f.ScopeIndex("other"); got != h.f.AppliedIndex() {
+		t.Fatalf("an unknown scope answers %d, want the applied index %d", got, h.f.AppliedIndex())
+	}
+	must[Done](h, &SetForwarding{Address: "alice@example.org", Targets: []string{"bob@example.org"}})
+	if got := h.f.ScopeIndex(ScopeAddressing); got != h.f.AppliedIndex() {
+		t.Fatalf("forwarding did not move the addressing scope: %d, applied %d", got, h.f.AppliedIndex())
+	}
+	h.deliver("bob@example.org", "INBOX", 2, 100, Flags{})
+	h.reopen()
+	if got := h.f.ScopeIndex(ScopeAddressing); got != h.f.AppliedIndex() {
+		t.Fatalf("after a reopen: scope index %d, want the applied index %d", got, h.f.AppliedIndex())
+	}
+}

@@ -421,3 +421,40 @@ func TestMalformedInputLeavesNoTrace(t *testing.T) {
 		}
 	}
 }
+
+// RCPT follows every change acknowledged before it, on whatever node: a
+// node still catching up on the log does not deliver by an old rule
+// (here: forwarding, and a disabled account).
+func TestRecipientRulesAreCurrentOnEveryNode(t *testing.T) {
+	c := newCluster(t, func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }, "alice", "bob", "carol")
+	lagging := c.Follower()
+	var others []int
+	for _, i := range c.Running() {
+		if i != lagging {
+			others = append(others, i)
+		}
+	}
+	c.Partition([]int{lagging}, others)
+	s := c.Node(c.LeaderAmong(others)).Store()
+	if err := s.SetForwarding(ctxT(t), addr("alice"), []string{addr("bob")}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetUserDisabled(ctxT(t), addr("carol"), true); err != nil {
+		t.Fatal(err)
+	}
+	c.Heal()
+	c.Leader() // the healed node follows again; it may still trail the log
+	mx := dialMX(t, c, lagging)
+	if err := send(mx, "sender@remote.test", []string{addr("alice")}, strings.NewReader(message("forwarded", "x"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := code(send(mx, "sender@remote.test", []string{addr("carol")}, strings.NewReader(message("refused", "x")))); got != "550 5.2.1" {
+		t.Errorf("mail for the disabled account through the lagging node: %s, want 550 5.2.1", got)
+	}
+	if n := len(withSubject(mailbox(t, c, lagging, "bob"), "forwarded")); n != 1 {
+		t.Errorf("bob has %d copies of the message forwarded from alice, want 1", n)
+	}
+	if n := len(mailbox(t, c, lagging, "alice")); n != 0 {
+		t.Errorf("alice kept %d messages; she forwards without a local copy", n)
+	}
+}
