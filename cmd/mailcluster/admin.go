@@ -158,6 +158,7 @@ type userFlags struct {
 	quota         string
 	messages      int64
 	domain        string
+	keepLocal     bool
 }
 
 func cmdUser(args []string, stdout, stderr io.Writer) error {
@@ -173,8 +174,24 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 			fs.StringVar(&uf.quota, "quota", "", "storage limit, e.g. 500M, 2G (0 or empty: unlimited)")
 			fs.Int64Var(&uf.messages, "messages", 0, "message count limit (0: unlimited)")
 		}
-		if verb == "list" {
+		switch verb {
+		case "list":
 			fs.StringVar(&uf.domain, "domain", "", "only this domain")
+		case "forward":
+			fs.BoolVar(&uf.keepLocal, "keep-local", false, "keep a copy in the account too")
+		}
+	}
+	setDisabled := func(disabled bool) func(context.Context, *adminClient, *adminFlags, *flag.FlagSet, io.Writer) error {
+		return func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
+			if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/disabled", map[string]bool{"disabled": disabled}, nil); err != nil {
+				return err
+			}
+			state := "enabled"
+			if disabled {
+				state = "disabled"
+			}
+			fmt.Fprintf(out, "user %s %s\n", fs.Arg(0), state)
+			return nil
 		}
 	}
 	readPassword := func(out io.Writer) (string, error) {
@@ -242,6 +259,52 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(out, "quota of %s set\n", fs.Arg(0))
 				return nil
 			}},
+		"disable": {usage: "<address>", help: "refuse the account's logins and new mail (550 5.2.1), keeping its mail", args: 1,
+			run: setDisabled(true)},
+		"enable": {usage: "<address>", help: "allow a disabled account again", args: 1,
+			run: setDisabled(false)},
+		"forward": {usage: "<address> <target>[,<target>…] [--keep-local] | <address> \"\"", help: "forward the account's new mail (empty: stop forwarding)", args: 2,
+			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
+				targets := splitList(fs.Arg(1))
+				req := map[string]any{"targets": targets, "keep_local": uf.keepLocal}
+				if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/forwarding", req, nil); err != nil {
+					return err
+				}
+				if len(targets) == 0 {
+					fmt.Fprintf(out, "%s no longer forwards\n", fs.Arg(0))
+					return nil
+				}
+				fmt.Fprintf(out, "%s forwards to %s\n", fs.Arg(0), strings.Join(targets, ", "))
+				return nil
+			}},
+		"show": {usage: "<address>", help: "show one account", args: 1,
+			run: func(ctx context.Context, c *adminClient, af *adminFlags, fs *flag.FlagSet, out io.Writer) error {
+				var u web.UserInfo
+				if err := c.do(ctx, "GET", "/api/users/"+url.PathEscape(fs.Arg(0)), nil, &u); err != nil {
+					return err
+				}
+				if af.json {
+					return printJSON(out, u)
+				}
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				state := "enabled"
+				if u.Disabled {
+					state = "disabled"
+				}
+				fmt.Fprintf(tw, "address\t%s\n", u.Address)
+				fmt.Fprintf(tw, "state\t%s\n", state)
+				fmt.Fprintf(tw, "storage\t%s of %s\n", formatSize(u.UsedBytes), limit(u.QuotaBytes, formatSize))
+				fmt.Fprintf(tw, "messages\t%d of %s\n", u.UsedMessages, limit(u.QuotaMessages, func(n int64) string { return fmt.Sprint(n) }))
+				if len(u.Forward) > 0 {
+					keep := "no local copy"
+					if u.KeepLocal {
+						keep = "keeps a local copy"
+					}
+					fmt.Fprintf(tw, "forwards to\t%s (%s)\n", strings.Join(u.Forward, ", "), keep)
+				}
+				fmt.Fprintf(tw, "created\t%s\n", u.Created.Format(time.DateOnly))
+				return tw.Flush()
+			}},
 		"list": {usage: "[--domain D]", help: "list accounts with their usage",
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, _ *flag.FlagSet, out io.Writer) error {
 				var us []web.UserInfo
@@ -278,12 +341,7 @@ func cmdAlias(args []string, stdout, stderr io.Writer) error {
 	return runAdmin("alias", map[string]adminCommand{
 		"add": {usage: "<address> <target>[,<target>…]", help: "deliver mail for address to local accounts and/or external addresses (replaces an existing alias)", args: 2,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				var targets []string
-				for _, t := range strings.Split(fs.Arg(1), ",") {
-					if t = strings.TrimSpace(t); t != "" {
-						targets = append(targets, t)
-					}
-				}
+				targets := splitList(fs.Arg(1))
 				if err := c.do(ctx, "PUT", "/api/aliases/"+url.PathEscape(fs.Arg(0)), map[string][]string{"targets": targets}, nil); err != nil {
 					return err
 				}
@@ -315,6 +373,17 @@ func cmdAlias(args []string, stdout, stderr io.Writer) error {
 				return tw.Flush()
 			}},
 	}, setup, args, stdout, stderr)
+}
+
+// splitList splits a comma-separated list of addresses, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func dashIfEmpty(s string) string {

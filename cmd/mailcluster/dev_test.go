@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net/smtp"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,48 +96,70 @@ func statusOf(t *testing.T, bin, dir string) (web.ClusterStatus, error) {
 	return st, err
 }
 
-// TestDevClusterSurvivesKillNine runs the real binary the way a user does:
-// `mailcluster dev`, then status, then kill -9 the leader's process.
-func TestDevClusterSurvivesKillNine(t *testing.T) {
+// devRun is a `mailcluster dev` started by a test.
+type devRun struct {
+	bin, dir string
+	info     clusterInfo
+	out      *syncBuffer
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error // set once exited is closed
+}
+
+// startDev builds the binary and starts `mailcluster dev` the way a user
+// does, and waits for the demo account. Cleanup stops it with Ctrl-C and,
+// if the test failed, logs what the cluster printed.
+func startDev(t *testing.T) *devRun {
+	t.Helper()
 	start := time.Now()
-	bin := buildBinary(t)
+	d := &devRun{bin: buildBinary(t), dir: filepath.Join(t.TempDir(), "dev"), out: &syncBuffer{}, exited: make(chan struct{})}
 	t.Logf("built in %v", time.Since(start))
-	dir := filepath.Join(t.TempDir(), "dev")
-	var out syncBuffer
 	base := devBasePort(t, 3)
-	dev := exec.Command(bin, "dev", "--dir", dir, "--base-port", strconv.Itoa(base), "--log-level", "warn")
-	dev.Stdout, dev.Stderr = &out, &out
-	if err := dev.Start(); err != nil {
+	d.cmd = exec.Command(d.bin, "dev", "--dir", d.dir, "--base-port", strconv.Itoa(base), "--log-level", "warn")
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = dev.Wait(); close(exited) }()
+	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("mailcluster dev printed:\n%s", out.String())
-			logs, _ := filepath.Glob(filepath.Join(dir, "*", "node.log"))
+			t.Logf("mailcluster dev printed:\n%s", d.out.String())
+			logs, _ := filepath.Glob(filepath.Join(d.dir, "*", "node.log"))
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
 				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 				t.Logf("%s, last lines:\n%s", l, strings.Join(lines[max(0, len(lines)-25):], "\n"))
 			}
 		}
-		_ = dev.Process.Signal(syscall.SIGINT)
+		_ = d.cmd.Process.Signal(syscall.SIGINT)
 		select {
-		case <-exited:
+		case <-d.exited:
 		case <-time.After(30 * time.Second):
-			_ = dev.Process.Kill()
+			_ = d.cmd.Process.Kill()
 		}
 	})
-
-	var info clusterInfo
 	waitUntil(t, "cluster.json with the demo account", 90*time.Second, func() bool {
 		var err error
-		info, err = readClusterInfo(dir)
-		return err == nil && info.DemoUser != ""
+		d.info, err = readClusterInfo(d.dir)
+		return err == nil && d.info.DemoUser != ""
 	})
 	t.Logf("cluster up after %v", time.Since(start))
+	return d
+}
+
+// run runs one CLI command against the dev cluster and returns its output.
+func (d *devRun) run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	b, err := exec.Command(d.bin, append(args, "--dev", d.dir)...).CombinedOutput()
+	return string(b), err
+}
+
+// TestDevClusterSurvivesKillNine runs the real binary the way a user does:
+// `mailcluster dev`, then status, then kill -9 the leader's process.
+func TestDevClusterSurvivesKillNine(t *testing.T) {
+	start := time.Now()
+	d := startDev(t)
+	bin, dir, info, out, dev, exited := d.bin, d.dir, d.info, d.out, d.cmd, d.exited
 	if len(info.Nodes) != 3 || info.DemoPassword == "" || info.TLSCert == "" {
 		t.Fatalf("cluster.json: %+v", info)
 	}
@@ -191,8 +217,8 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 	_ = dev.Process.Signal(syscall.SIGINT)
 	select {
 	case <-exited:
-		if waitErr != nil {
-			t.Fatalf("dev exited with %v\n%s", waitErr, out.String())
+		if d.waitErr != nil {
+			t.Fatalf("dev exited with %v\n%s", d.waitErr, out.String())
 		}
 	case <-time.After(40 * time.Second):
 		t.Fatal("dev did not stop after SIGINT")
@@ -205,4 +231,101 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 	if !strings.Contains(out.String(), "stopped; the data stays") {
 		t.Fatalf("dev output: %s", out.String())
 	}
+}
+
+// mxSend offers one message to the dev cluster's MX port and returns the
+// server's answer to RCPT or DATA (nil when stored).
+func mxSend(t *testing.T, addr, to string) error {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("sender@remote.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: sender@remote.test\r\nTo: %s\r\nSubject: hello\r\n\r\nHello.\r\n", to)
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// smtpCode reports whether err is the SMTP reply code with that enhanced
+// status code.
+func smtpCode(err error, code int, enhanced string) bool {
+	var te *textproto.Error
+	return errors.As(err, &te) && te.Code == code && strings.HasPrefix(te.Msg, enhanced+" ")
+}
+
+// The account commands an administrator uses, through the binary against
+// a running cluster, each checked by what SMTP then does.
+func TestUserCommands(t *testing.T) {
+	d := startDev(t)
+	mx := d.info.Nodes[1].SMTP
+	dom := d.info.Domain
+	erin, fred := "erin@"+dom, "fred@"+dom
+	for _, u := range []string{erin, fred} {
+		if out, err := d.run(t, "user", "add", u, "--password", "a long enough password"); err != nil {
+			t.Fatalf("user add %s: %v\n%s", u, err, out)
+		}
+	}
+	if out, err := d.run(t, "user", "forward", erin, fred, "--keep-local"); err != nil {
+		t.Fatalf("user forward: %v\n%s", err, out)
+	}
+	if out := mustShow(t, d, erin); !strings.Contains(out, "forwards to "+fred+" (keeps a local copy)") {
+		t.Fatalf("user show after forward:\n%s", out)
+	}
+	if err := mxSend(t, mx, erin); err != nil {
+		t.Fatalf("mail to a forwarding account: %v", err)
+	}
+	for _, u := range []string{erin, fred} {
+		if out := mustShow(t, d, u); !strings.Contains(out, "messages 1 of unlimited") {
+			t.Fatalf("%s after one forwarded message:\n%s", u, out)
+		}
+	}
+	if out, err := d.run(t, "user", "forward", erin, ""); err != nil || strings.Contains(mustShow(t, d, erin), "forwards to") {
+		t.Fatalf("stop forwarding: %v\n%s", err, out)
+	}
+
+	if out, err := d.run(t, "user", "disable", erin); err != nil {
+		t.Fatalf("user disable: %v\n%s", err, out)
+	}
+	if err := mxSend(t, mx, erin); !smtpCode(err, 550, "5.2.1") {
+		t.Fatalf("mail to a disabled account: %v, want 550 5.2.1", err)
+	}
+	if out, _ := d.run(t, "user", "list"); !strings.Contains(out, "disabled") {
+		t.Fatalf("user list does not show the disabled account:\n%s", out)
+	}
+	if out, err := d.run(t, "user", "enable", erin); err != nil {
+		t.Fatalf("user enable: %v\n%s", err, out)
+	}
+	if err := mxSend(t, mx, erin); err != nil {
+		t.Fatalf("mail to the enabled account again: %v", err)
+	}
+	if out, err := d.run(t, "user", "show", "nobody@"+dom); err == nil || !strings.Contains(out, "no such account") {
+		t.Fatalf("user show of a missing account: %v\n%s", err, out)
+	}
+}
+
+// mustShow is `user show` with its columns' padding folded to one space.
+func mustShow(t *testing.T, d *devRun, address string) string {
+	t.Helper()
+	out, err := d.run(t, "user", "show", address)
+	if err != nil {
+		t.Fatalf("user show %s: %v\n%s", address, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	return strings.Join(lines, "\n")
 }
