@@ -8,6 +8,7 @@ import (
 	"net/rpc"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -354,10 +355,13 @@ func (n *Node) readBarrier(ctx context.Context, scope string) error {
 		}
 		var reply ReadIndexReply
 		var err error
-		if scope == "" {
-			err = n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply)
-		} else {
+		if scope != "" {
 			err = n.clients.call(ctx, leaderAddr, "ScopeIndex", ScopeArgs{Scope: scope}, &reply)
+		}
+		if scope == "" || unknownMethod(err) {
+			// A leader of an older version (during a rolling upgrade)
+			// knows no scopes: a full barrier is never wrong.
+			err = n.clients.call(ctx, leaderAddr, "ReadIndex", Empty{}, &reply)
 		}
 		if err != nil {
 			return err
@@ -494,6 +498,13 @@ func (n *Node) retryable(err error) bool {
 	// Anything that is not an answer from the leader's service is a
 	// transport failure: the leader may be gone, try again.
 	return !errors.As(err, &serverErr)
+}
+
+// unknownMethod reports whether a peer's RPC service lacks the method
+// called (it runs an older version).
+func unknownMethod(err error) bool {
+	var serverErr rpc.ServerError
+	return errors.As(err, &serverErr) && strings.Contains(string(serverErr), "can't find method")
 }
 
 func isLeadershipErr(err error) bool {
