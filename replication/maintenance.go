@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mailcluster/mailcluster/replication/blob"
@@ -10,7 +11,7 @@ import (
 )
 
 // errNotCaughtUp stops a repair pass on a node whose state is behind.
-var errNotCaughtUp = errors.New("local state is not caught up with the cluster")
+var errNotCaughtUp = fmt.Errorf("%w: local state is not caught up with the cluster", blob.ErrNotReady)
 
 // References answers the blob layer's "which bodies are referenced"
 // questions from the local state. Until ready reports that this node has

@@ -17,4 +17,7 @@ var (
 	// ErrNotEnoughReplicas: W durable copies could not be made before the
 	// context ended; the caller must not acknowledge the message.
 	ErrNotEnoughReplicas = errors.New("blob: not enough replicas")
+	// ErrNotReady: References cannot answer yet (the node's state is still
+	// catching up, as after every start); the repair pass waits and retries.
+	ErrNotReady = errors.New("blob: references not ready")
 )

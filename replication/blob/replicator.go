@@ -526,6 +526,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 	go every(0, r.kick, func(ctx context.Context) time.Duration {
 		more, err := r.repair(ctx)
 		switch {
+		case errors.Is(err, ErrNotReady):
+			// Expected at every start until the state has caught up.
+			r.log.Info("blob: repair pass waits for this node to catch up", "err", err, "in", repairRetry)
+			return min(repairRetry, r.opts.RepairInterval)
 		case err != nil:
 			if ctx.Err() == nil {
 				r.log.Warn("blob: repair pass failed; trying again soon", "err", err, "in", repairRetry)
