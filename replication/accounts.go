@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/mailcluster/mailcluster/replication/state"
 )
+
+// authBarrierWait bounds how long a login waits to learn of account
+// changes made through other nodes (a healthy cluster answers in well under
+// a millisecond).
+const authBarrierWait = time.Second
 
 // Authenticate checks a user's password. The user name is the full address
 // (case-insensitive). Disabled accounts and unknown users fail exactly like
@@ -16,13 +22,14 @@ func (s *Store) Authenticate(ctx context.Context, username, password string) (st
 	if err != nil {
 		return state.Account{}, ErrAuthFailed
 	}
+	// A password change, a disabled flag or a new account made a moment ago
+	// through another node counts here at once. A node that cannot reach
+	// the leader within authBarrierWait answers from its own state: logins
+	// of known accounts keep working on a node cut off from the majority.
+	bctx, cancel := context.WithTimeout(ctx, authBarrierWait)
+	_ = s.AddressingBarrier(bctx)
+	cancel()
 	acct, err := s.account(address)
-	if errors.Is(err, ErrNoSuchAccount) {
-		// It may have been created a moment ago on another node.
-		if berr := s.Barrier(ctx); berr == nil {
-			acct, err = s.account(address)
-		}
-	}
 	if err != nil {
 		if errors.Is(err, ErrNoSuchAccount) {
 			// Spend the same time as a real check, so timing does not

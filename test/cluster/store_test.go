@@ -377,3 +377,42 @@ func TestExpungedBodyFreedAfterGrace(t *testing.T) {
 		c.WaitFor("the unreferenced body to be deleted on "+n.ID(), func() bool { return !n.BlobStore().Has(id) })
 	}
 }
+
+// A login through a node still catching up follows a password change or a
+// disabled flag made through another node just before: a compromised
+// account is shut out everywhere at once.
+func TestLoginFollowsAccountChangesOnEveryNode(t *testing.T) {
+	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }})
+	withAccounts(t, c, "alice", "bob")
+	lagging := c.Follower()
+	var others []int
+	for _, i := range c.Running() {
+		if i != lagging {
+			others = append(others, i)
+		}
+	}
+	c.Partition([]int{lagging}, others)
+	// Cut off, the node still lets known accounts in from its own state.
+	if _, err := c.Node(lagging).Store().Authenticate(ctxT(t), "alice@example.test", testPassword); err != nil {
+		t.Fatalf("login on the cut-off node: %v", err)
+	}
+	s := c.Node(c.LeaderAmong(others)).Store()
+	if err := s.SetUserDisabled(ctxT(t), "alice@example.test", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPassword(ctxT(t), "bob@example.test", "bob's new password"); err != nil {
+		t.Fatal(err)
+	}
+	c.Heal()
+	c.Leader() // the healed node follows again; it may still trail the log
+	n := c.Node(lagging).Store()
+	if _, err := n.Authenticate(ctxT(t), "alice@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
+		t.Errorf("disabled account logs in through the lagging node: %v", err)
+	}
+	if _, err := n.Authenticate(ctxT(t), "bob@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
+		t.Errorf("the old password works through the lagging node: %v", err)
+	}
+	if _, err := n.Authenticate(ctxT(t), "bob@example.test", "bob's new password"); err != nil {
+		t.Errorf("the new password through the lagging node: %v", err)
+	}
+}
