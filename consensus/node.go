@@ -28,6 +28,10 @@ var (
 	// its majority, its link to this node or the caller's patience before
 	// answering: the entry may still commit. Only a later read tells.
 	ErrOutcomeUnknown = errors.New("the outcome is unknown: the proposal reached a leader that lost its majority before answering")
+	// ErrCatchingUp comes wrapped together with ErrNoQuorum from a read
+	// barrier whose leader answered but that ended before this node had
+	// applied what the leader reported: the node is connected and behind.
+	ErrCatchingUp = errors.New("this node is still catching up with the leader")
 	// ErrNotLeader is returned by membership operations on a follower.
 	ErrNotLeader = errors.New("not the Raft leader")
 	// ErrShutdown is returned after Shutdown.
@@ -380,7 +384,7 @@ func (n *Node) readBarrier(ctx context.Context, scope string) error {
 		if errors.Is(err, errStopped) || errors.Is(err, context.Canceled) {
 			return err
 		}
-		return fmt.Errorf("%w: this node has applied %d of %d and is still catching up", ErrNoQuorum, n.fsm.appliedIndex(), idx)
+		return fmt.Errorf("%w: %w: applied %d of %d", ErrNoQuorum, ErrCatchingUp, n.fsm.appliedIndex(), idx)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailcluster/mailcluster/consensus"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
 
@@ -26,9 +27,18 @@ func (s *Store) Authenticate(ctx context.Context, username, password string) (st
 	// through another node counts here at once. A node that cannot reach
 	// the leader within authBarrierWait answers from its own state: logins
 	// of known accounts keep working on a node cut off from the majority.
+	// A node the leader answered but that is still behind (raft can pause
+	// replication to a node for seconds after a partition heals) waits to
+	// catch up, or the login fails temporarily: it must not judge by an old
+	// password.
 	bctx, cancel := context.WithTimeout(ctx, authBarrierWait)
-	_ = s.AddressingBarrier(bctx)
+	err = s.AddressingBarrier(bctx)
 	cancel()
+	if errors.Is(err, consensus.ErrCatchingUp) {
+		if err := s.AddressingBarrier(ctx); err != nil {
+			return state.Account{}, err
+		}
+	}
 	acct, err := s.account(address)
 	if err != nil {
 		if errors.Is(err, ErrNoSuchAccount) {
