@@ -22,6 +22,10 @@ type backend interface {
 	// accounts, aliases and forwarding committed anywhere: recipient and
 	// sender decisions follow what was changed a moment ago on another node.
 	barrier(ctx context.Context) error
+	// fullBarrier waits for everything committed anywhere, mail usage
+	// included: used before refusing a recipient whose mailbox looks full
+	// (mail expunged elsewhere a moment ago may have made room).
+	fullBarrier(ctx context.Context) error
 	// authenticate returns the account address for good credentials.
 	authenticate(ctx context.Context, username, password string) (string, error)
 	// owns reports whether account may use address as its sender: its own
@@ -47,6 +51,8 @@ func (b storeBackend) account(ctx context.Context, address string) (state.Accoun
 }
 
 func (b storeBackend) barrier(ctx context.Context) error { return b.s.AddressingBarrier(ctx) }
+
+func (b storeBackend) fullBarrier(ctx context.Context) error { return b.s.Barrier(ctx) }
 
 func (b storeBackend) authenticate(ctx context.Context, username, password string) (string, error) {
 	acct, err := b.s.Authenticate(ctx, username, password)

@@ -141,6 +141,8 @@ func (f *fakeStore) barrier(context.Context) error {
 	return f.barrierErr
 }
 
+func (f *fakeStore) fullBarrier(ctx context.Context) error { return f.barrier(ctx) }
+
 func (f *fakeStore) authenticate(_ context.Context, username, password string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -300,7 +300,7 @@ func (s *session) resolveRecipient(ctx context.Context, addr string, authenticat
 			return nil, lookupReply(err)
 		case acct.Disabled:
 			continue
-		case !fits(acct, size):
+		case !fits(acct, size) && !s.fitsAfterAll(ctx, a, size):
 			return nil, replyMailboxFull(s.srv.opts.QuotaPermanent, addr)
 		}
 		out = append(out, a)
@@ -309,6 +309,18 @@ func (s *session) resolveRecipient(ctx context.Context, addr string, authenticat
 		return nil, replyDisabled
 	}
 	return out, nil
+}
+
+// fitsAfterAll checks a mailbox that looked full again after a full read
+// barrier: usage is outside the addressing scope, and mail expunged through
+// another node a moment ago may have made room. A full mailbox is rare
+// enough to pay for it.
+func (s *session) fitsAfterAll(ctx context.Context, account string, size int64) bool {
+	if s.srv.store.fullBarrier(ctx) != nil {
+		return false
+	}
+	acct, err := s.srv.store.account(ctx, account)
+	return err == nil && fits(acct, size)
 }
 
 // fits reports whether a message of size bytes (0: unknown) fits in acct's
