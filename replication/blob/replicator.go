@@ -173,6 +173,10 @@ func (r *Replicator) Kick() {
 	}
 }
 
+// notReadyWarnAfter is how long a node may wait to catch up before the
+// repair loop warns about it.
+const notReadyWarnAfter = time.Minute
+
 // repairRetry is how soon a failed repair pass (typically: this node has not
 // caught up with the log yet, just after it started) runs again.
 const repairRetry = 5 * time.Second
@@ -523,12 +527,24 @@ func (r *Replicator) Run(ctx context.Context) error {
 		r.retryHandoffs(ctx)
 		return handoffInterval
 	})
+	var notReadySince time.Time // the repair loop's own; zero while ready
 	go every(0, r.kick, func(ctx context.Context) time.Duration {
 		more, err := r.repair(ctx)
+		if !errors.Is(err, ErrNotReady) {
+			notReadySince = time.Time{}
+		}
 		switch {
-		case errors.Is(err, ErrNotReady):
-			// Expected at every start until the state has caught up.
-			r.log.Info("blob: repair pass waits for this node to catch up", "err", err, "in", repairRetry)
+		case errors.Is(err, ErrNotReady) && ctx.Err() == nil:
+			// Expected at every start until the state has caught up; worth
+			// a warning only when it lasts.
+			if notReadySince.IsZero() {
+				notReadySince = time.Now()
+			}
+			level := slog.LevelInfo
+			if time.Since(notReadySince) > notReadyWarnAfter {
+				level = slog.LevelWarn
+			}
+			r.log.Log(ctx, level, "blob: repair pass waits for this node to catch up", "err", err, "since", notReadySince, "in", repairRetry)
 			return min(repairRetry, r.opts.RepairInterval)
 		case err != nil:
 			if ctx.Err() == nil {

@@ -185,15 +185,18 @@ func failureResult(cmd Command, code Code) Result {
 }
 
 // changesAddressing reports whether cmd can change how a recipient
-// address resolves or whether it is accepted: domains, accounts, aliases,
-// forwarding, quotas, the disabled flag, passwords.
+// address resolves, whether it is accepted or who may log in: domains,
+// accounts, aliases, forwarding, quotas, the disabled flag, passwords. It
+// names the commands that cannot (mail and mailboxes), so that a command
+// added later counts as an addressing change until someone decides
+// otherwise: waiting too long is safe, missing a change is not.
 func changesAddressing(cmd Command) bool {
 	switch cmd.(type) {
-	case *AddDomain, *DeleteDomain, *SetCatchAll, *AddAccount, *DeleteAccount, *SetPassword,
-		*SetQuota, *SetAccountDisabled, *SetForwarding, *SetAlias, *DeleteAlias:
-		return true
+	case *Deliver, *Append, *Copy, *Move, *SetFlags, *Expunge, *ClaimRecent, *PurgeBlobs,
+		*CreateMailbox, *DeleteMailbox, *RenameMailbox, *SetSubscribed:
+		return false
 	}
-	return false
+	return true
 }
 
 func (a *applier) dispatch(cmd Command) (Result, error) {

@@ -1028,6 +1028,13 @@ func TestAddressingScopeIndex(t *testing.T) {
 	if got := h.f.ScopeIndex(ScopeAddressing); got != h.f.AppliedIndex() {
 		t.Fatalf("forwarding did not move the addressing scope: %d, applied %d", got, h.f.AppliedIndex())
 	}
+	// In one batch, the alias counts and the delivery after it does not.
+	before := h.f.AppliedIndex()
+	h.apply(&SetAlias{Address: "team@example.org", Targets: []string{"bob@example.org"}},
+		&Deliver{Blob: blobID(3), Size: 10, Summary: []byte(`{}`), Targets: []DeliverTarget{{Account: "bob@example.org", Mailbox: "INBOX"}}})
+	if got := h.f.ScopeIndex(ScopeAddressing); got != before+1 || h.f.AppliedIndex() != before+2 {
+		t.Fatalf("after a batch of an alias and a delivery: scope index %d, applied %d; want %d and %d", got, h.f.AppliedIndex(), before+1, before+2)
+	}
 	h.deliver("bob@example.org", "INBOX", 2, 100, Flags{})
 	h.reopen()
 	if got := h.f.ScopeIndex(ScopeAddressing); got != h.f.AppliedIndex() {
