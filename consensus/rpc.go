@@ -72,25 +72,21 @@ func (s *RaftRPC) Apply(args ApplyArgs, reply *ApplyReply) error {
 // ReadIndex returns a commit index that covers every write acknowledged
 // before the call; only the leader answers.
 func (s *RaftRPC) ReadIndex(_ Empty, reply *ReadIndexReply) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.n.cfg.ProposeTimeout)
-	defer cancel()
-	idx, err := s.n.leaderReadIndex(ctx)
-	if err != nil {
-		if isLeadershipErr(err) {
-			return errors.New(rpcNotLeader)
-		}
-		return errors.New(rpcNoQuorum)
-	}
-	reply.Index = idx
-	return nil
+	return s.leaderIndex(s.n.leaderReadIndex, reply)
 }
 
 // ScopeIndex returns the index a scoped read barrier must wait for (see
 // Scoped); only the leader answers.
 func (s *RaftRPC) ScopeIndex(args ScopeArgs, reply *ReadIndexReply) error {
+	return s.leaderIndex(func(ctx context.Context) (uint64, error) { return s.n.leaderScopeIndex(ctx, args.Scope) }, reply)
+}
+
+// leaderIndex answers a barrier's question on the leader, within the
+// propose timeout, with the errors followers recognise.
+func (s *RaftRPC) leaderIndex(get func(context.Context) (uint64, error), reply *ReadIndexReply) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.n.cfg.ProposeTimeout)
 	defer cancel()
-	idx, err := s.n.leaderScopeIndex(ctx, args.Scope)
+	idx, err := get(ctx)
 	if err != nil {
 		if isLeadershipErr(err) {
 			return errors.New(rpcNotLeader)

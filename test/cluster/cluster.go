@@ -243,6 +243,19 @@ func (c *Cluster) AddNodeWith(change func(cfg *node.Config)) int {
 // named in any group keep all their links.
 func (c *Cluster) Partition(groups ...[]int) { c.partition(false, groups) }
 
+// CutOff partitions member i from every other running member and returns
+// those others (the majority side of a 3-node cluster).
+func (c *Cluster) CutOff(i int) []int {
+	var others []int
+	for _, j := range c.Running() {
+		if j != i {
+			others = append(others, j)
+		}
+	}
+	c.Partition([]int{i}, others)
+	return others
+}
+
 // PartitionGossip cuts only gossip between the groups; Raft still flows.
 func (c *Cluster) PartitionGossip(groups ...[]int) { c.partition(true, groups) }
 

@@ -249,13 +249,7 @@ func TestWrongSecretIsRefused(t *testing.T) {
 func TestMinorityFailsWithNoQuorum(t *testing.T) {
 	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }})
 	l := c.Leader()
-	var others []int
-	for _, i := range c.Running() {
-		if i != l {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{l}, others)
+	others := c.CutOff(l)
 	cmd, _ := state.Encode(state.AddDomain{Time: time.Now().UnixNano(), Name: "lost.test"})
 	start := time.Now()
 	_, err := c.Node(l).Consensus().Propose(context.Background(), cmd)
@@ -365,13 +359,7 @@ func TestAdminReadsAreConsistentOnEveryNode(t *testing.T) {
 		t.Fatalf("add domain: %d %s", code, body)
 	}
 	lagging := c.Follower()
-	var others []int
-	for _, i := range c.Running() {
-		if i != lagging {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{lagging}, others)
+	others := c.CutOff(lagging)
 	if code, body := adminCall(t, c.Node(lagging), "GET", "/api/users?domain=example.test", ""); code != http.StatusServiceUnavailable {
 		t.Fatalf("user list on the cut-off node: %d %s, want 503", code, body)
 	}

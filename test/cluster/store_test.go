@@ -184,13 +184,7 @@ func TestMinorityRefusesWritesAndNeverAppliesThem(t *testing.T) {
 	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }})
 	withAccounts(t, c, "alice")
 	victim := c.Follower()
-	var others []int
-	for _, i := range c.Running() {
-		if i != victim {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{victim}, others)
+	others := c.CutOff(victim)
 	lost := testMessage(99, "never acknowledged")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -385,13 +379,7 @@ func TestLoginFollowsAccountChangesOnEveryNode(t *testing.T) {
 	c := New(t, Options{Configure: func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }})
 	withAccounts(t, c, "alice", "bob")
 	lagging := c.Follower()
-	var others []int
-	for _, i := range c.Running() {
-		if i != lagging {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{lagging}, others)
+	others := c.CutOff(lagging)
 	// Cut off, the node still lets known accounts in from its own state.
 	if _, err := c.Node(lagging).Store().Authenticate(ctxT(t), "alice@example.test", testPassword); err != nil {
 		t.Fatalf("login on the cut-off node: %v", err)

@@ -368,13 +368,7 @@ func TestNoQuorumAtQuit(t *testing.T) {
 	}
 	check(t, cl.Dele(1))
 	check(t, cl.Dele(3))
-	var others []int
-	for _, i := range c.Running() {
-		if i != f {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{f}, others)
+	others := c.CutOff(f)
 	s, err := cl.Quit()
 	if !IsErr(err, "-ERR [SYS/TEMP] ") {
 		t.Fatalf("QUIT without quorum: %q, %v", s, err)

@@ -428,13 +428,7 @@ func TestMalformedInputLeavesNoTrace(t *testing.T) {
 func TestRecipientRulesAreCurrentOnEveryNode(t *testing.T) {
 	c := newCluster(t, func(_ int, cfg *node.Config) { cfg.ProposeTimeout = 1500 * time.Millisecond }, "alice", "bob", "carol")
 	lagging := c.Follower()
-	var others []int
-	for _, i := range c.Running() {
-		if i != lagging {
-			others = append(others, i)
-		}
-	}
-	c.Partition([]int{lagging}, others)
+	others := c.CutOff(lagging)
 	s := c.Node(c.LeaderAmong(others)).Store()
 	if err := s.SetForwarding(ctxT(t), addr("alice"), []string{addr("bob")}, false); err != nil {
 		t.Fatal(err)
