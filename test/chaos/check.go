@@ -160,9 +160,12 @@ func (r *runner) check(ctx context.Context, label string, ref int) CheckResult {
 	for _, mv := range refView.boxes {
 		res.Present += len(mv.Entries)
 	}
-	res.BlobWait, err = r.waitHolds(ctx, ids)
+	var waitedOn string
+	res.BlobWait, waitedOn, err = r.waitHolds(ctx, ids)
 	if err != nil {
 		r.ledger.violate(VUnderRepl, "%s: %v", label, err)
+	} else if res.BlobWait > slowBodies {
+		res.Notes = append(res.Notes, "bodies were slow to return, last waiting on: "+waitedOn)
 	}
 
 	views := []*nodeView{refView}
@@ -203,9 +206,14 @@ func (v *nodeView) blobs() []blob.ID {
 	return out
 }
 
+// slowBodies is how long bodies may take to be back on every node before
+// a check notes what it was waiting on (usually they are back in well under
+// a second).
+const slowBodies = 5 * time.Second
+
 // waitHolds polls every node until each holds every body (R = the cluster
-// size here), and returns how long that took.
-func (r *runner) waitHolds(ctx context.Context, ids []blob.ID) (time.Duration, error) {
+// size here), and returns how long that took and what it last waited on.
+func (r *runner) waitHolds(ctx context.Context, ids []blob.ID) (took time.Duration, waitedOn string, err error) {
 	start := time.Now()
 	deadline := start.Add(r.opts.RepairTimeout)
 	for {
@@ -232,14 +240,15 @@ func (r *runner) waitHolds(ctx context.Context, ids []blob.ID) (time.Duration, e
 			}
 		}
 		if missing == 0 {
-			return time.Since(start), nil
+			return time.Since(start), waitedOn, nil
 		}
+		waitedOn = strings.Join(why, "; ")
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(start), fmt.Errorf("%d of %d bodies below %d copies after %v: %s",
-				missing, len(ids), r.t.Nodes(), r.opts.RepairTimeout, strings.Join(why, "; "))
+			return time.Since(start), waitedOn, fmt.Errorf("%d of %d bodies below %d copies after %v: %s",
+				missing, len(ids), r.t.Nodes(), r.opts.RepairTimeout, waitedOn)
 		}
 		if err := pause(ctx, 500*time.Millisecond); err != nil {
-			return time.Since(start), err
+			return time.Since(start), waitedOn, err
 		}
 	}
 }
