@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,7 +288,9 @@ func (r *Replicator) Put(ctx context.Context, body io.Reader, maxSize int64) (ID
 // not count.
 func (r *Replicator) replicate(ctx context.Context, id ID, local <-chan error) error {
 	self := r.members.Self()
-	ranked := Placement(id, r.members.LiveMembers(), 1<<30) // placement order, then everyone else
+	live := r.members.LiveMembers()
+	r.handOffUnseen(id, live)
+	ranked := Placement(id, live, 1<<30) // placement order, then everyone else
 	var targets, spares []Member
 	for i, m := range ranked {
 		switch {
@@ -396,6 +399,38 @@ func (r *Replicator) handOff(member string, id ID) {
 	}
 	ids[id] = time.Now()
 	r.handoffN++
+}
+
+// handOffUnseen hands id off to every member of the cluster that gossip
+// does not show live but that would be in its placement if it were. After
+// a partition heals, gossip can lag behind: a body stored meanwhile would
+// skip such a member without a failed push, and its commit comes after the
+// repair pass the member's return kicked, so only the periodic repair would
+// bring the copy. The handoff pushes it once the member is live again; for
+// a body whose delivery never commits it is dropped unreferenced.
+func (r *Replicator) handOffUnseen(id ID, live []Member) {
+	km, ok := r.members.(KnownMembers)
+	if !ok {
+		return
+	}
+	isLive := make(map[string]bool, len(live))
+	for _, m := range live {
+		isLive[m.ID] = true
+	}
+	all := slices.Clone(live)
+	for _, m := range km.KnownMembers() {
+		if !isLive[m.ID] {
+			all = append(all, m)
+		}
+	}
+	if len(all) == len(live) {
+		return
+	}
+	for _, m := range Placement(id, all, r.replicas()) {
+		if !isLive[m.ID] {
+			r.handOff(m.ID, id)
+		}
+	}
 }
 
 // retryHandoffs pushes the handed-off copies to the members that are live,

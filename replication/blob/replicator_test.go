@@ -613,3 +613,40 @@ func TestHeldCountedAtStart(t *testing.T) {
 		return !st.HeldAt.IsZero() && st.Held == 5
 	})
 }
+
+// knownView adds KnownMembers to a node's view: every member of the test
+// cluster, live or not (as node/ answers from the Raft configuration).
+type knownView struct{ nodeView }
+
+func (v knownView) KnownMembers() []Member {
+	v.n.c.mu.Lock()
+	defer v.n.c.mu.Unlock()
+	return slices.Clone(v.n.c.members)
+}
+
+// A body stored while gossip still calls a member dead (a partition just
+// healed) is handed off to it, though no push to it failed: it reaches the
+// member once gossip sees it again, without waiting for the periodic
+// repair.
+func TestBodyStoredWhileAMemberLooksDeadIsHandedOff(t *testing.T) {
+	c := newTestCluster(t, 3, Options{}, ReplicatorOptions{Replicas: 3, PushTimeout: 2 * time.Second}, false)
+	writer := c.nodes[0]
+	writer.repl.members = knownView{nodeView{writer}}
+	c.setDown(2, true) // running, but not live in anyone's gossip view
+	id, err := c.deliver(0, body(9200, 900))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.nodes[2].store.Has(id) {
+		t.Fatal("the member that looked dead got the copy at once")
+	}
+	writer.repl.retryHandoffs(context.Background())
+	if c.nodes[2].store.Has(id) {
+		t.Fatal("a handoff went to a member gossip does not show live")
+	}
+	c.setDown(2, false)
+	writer.repl.retryHandoffs(context.Background())
+	if !c.nodes[2].store.Has(id) {
+		t.Fatal("the body did not reach the member once it was live again")
+	}
+}
