@@ -71,7 +71,7 @@ type Node struct {
 	raft      *raft.Raft
 	fsm       *fsmAdapter
 	logStore  *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
+	transport *guardedTransport
 	rpcServer *rpc.Server
 	clients   *rpcClients
 	notifyCh  chan bool
@@ -111,7 +111,7 @@ func Open(c Config) (*Node, error) {
 		_ = store.Close()
 		return nil, err
 	}
-	transport := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	transport := &guardedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{link: cfg.RaftLink, advertise: advertiseAddr(cfg.Advertise)},
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
@@ -122,7 +122,7 @@ func Open(c Config) (*Node, error) {
 		// batching on; 1 turns it off.
 		MaxRPCsInFlight: 1,
 		Logger:          hlog,
-	})
+	})}
 
 	n := &Node{
 		cfg:          cfg,
@@ -671,6 +671,7 @@ func (n *Node) Shutdown() error {
 		}
 		_ = n.cfg.RPCLink.Close()
 		_ = n.transport.Close()
+		n.transport.stopHeartbeats()
 		n.clients.closeAll()
 		n.wg.Wait()
 		if cerr := n.logStore.Close(); err == nil {

@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,3 +33,43 @@ type advertiseAddr string
 
 func (a advertiseAddr) Network() string { return "tcp" }
 func (a advertiseAddr) String() string  { return string(a) }
+
+// guardedTransport is raft's network transport with its heartbeat fast
+// path fenced off at shutdown. Raft runs heartbeats on the transport's
+// connection goroutines, not its own loop, and neither raft.Shutdown nor
+// the transport's Close waits for one already past raft's shutdown check:
+// it then writes the term to a log store that Shutdown has closed, and
+// raft panics ("failed to save current term: database not open"). Close
+// of the log store waits for stopHeartbeats, which waits for the
+// heartbeats in progress and refuses later ones.
+type guardedTransport struct {
+	*raft.NetworkTransport
+
+	mu      sync.RWMutex
+	stopped bool
+}
+
+// SetHeartbeatHandler wraps raft's handler so stopHeartbeats can fence it.
+func (t *guardedTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
+	if cb == nil {
+		t.NetworkTransport.SetHeartbeatHandler(nil)
+		return
+	}
+	t.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		if t.stopped {
+			rpc.Respond(nil, raft.ErrRaftShutdown)
+			return
+		}
+		cb(rpc)
+	})
+}
+
+// stopHeartbeats returns once no heartbeat is being handled, and makes
+// every later one fail without touching raft.
+func (t *guardedTransport) stopHeartbeats() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+}
