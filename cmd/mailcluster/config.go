@@ -91,7 +91,7 @@ type settings struct {
 	IMAPMaxConnections      int      `toml:"imap_max_connections" help:"open IMAP connections per node, both ports; more are refused with BYE"`
 	IMAPMaxConnectionsPerIP int      `toml:"imap_max_connections_per_ip" help:"open IMAP connections from one client address (IPv6: per /64)"`
 	IMAPMaxMessageSize      string   `toml:"imap_max_message_size" help:"largest IMAP APPEND, advertised as APPENDLIMIT (default: max_message_size)"`
-	IMAPBodyCache           string   `toml:"imap_body_cache" help:"memory for recently fetched message bodies, e.g. 64M; off to disable"`
+	IMAPBodyCache           string   `toml:"imap_body_cache" help:"memory for recently fetched message bodies, e.g. 64M; off or -1 to disable; empty or 0 means 64M"`
 	IMAPShutdownGrace       duration `toml:"imap_shutdown_grace" help:"how long a stopping node waits for IMAP sessions to end"`
 
 	POP3IdleTimeout         duration `toml:"pop3_idle_timeout" help:"close a POP3 session idle this long, without deleting (at least 10m, RFC 1939)"`

@@ -23,7 +23,7 @@ usage: mailcluster <command> [flags]
   status   show members, Raft roles, indexes and lag
   leave    make a node leave the cluster gracefully (--addr of that node)
   domain   add | del | list | catchall — local mail domains
-  user     add | del | passwd | quota | list — accounts
+  user     add | del | passwd | quota | list | show | disable | enable | forward — accounts
   alias    add | del | list — addresses that deliver elsewhere
   version  print the version
 
