@@ -170,9 +170,12 @@ func (s *Store) OpenMailbox(ctx context.Context, account, name string) (OpenedMa
 	return out, err
 }
 
-// CreateMailbox creates a mailbox (and missing parents).
+// CreateMailbox creates a mailbox (and missing parents); ErrTooManyMailboxes
+// if the account would pass its limit.
 func (s *Store) CreateMailbox(ctx context.Context, account, name string, use state.SpecialUse, subscribe bool) (state.MailboxResult, error) {
-	return propose[state.MailboxResult](ctx, s, state.CreateMailbox{Time: s.stamp(), Account: account, Name: name, SpecialUse: use, Subscribe: subscribe})
+	return propose[state.MailboxResult](ctx, s, state.CreateMailbox{
+		Time: s.stamp(), Account: account, Name: name, SpecialUse: use, Subscribe: subscribe, MaxMailboxes: s.maxMbox,
+	})
 }
 
 // DeleteMailbox deletes a mailbox without children, with its messages.
@@ -184,7 +187,9 @@ func (s *Store) DeleteMailbox(ctx context.Context, account, name string) error {
 // RenameMailbox renames a mailbox and its children (INBOX: moves its
 // messages into a new mailbox).
 func (s *Store) RenameMailbox(ctx context.Context, account, from, to string) (state.MailboxResult, error) {
-	return propose[state.MailboxResult](ctx, s, state.RenameMailbox{Time: s.stamp(), Account: account, OldName: from, NewName: to})
+	return propose[state.MailboxResult](ctx, s, state.RenameMailbox{
+		Time: s.stamp(), Account: account, OldName: from, NewName: to, MaxMailboxes: s.maxMbox,
+	})
 }
 
 // SetSubscribed adds or removes a subscription.

@@ -100,14 +100,17 @@ type DeleteAlias struct {
 }
 
 // CreateMailbox creates a mailbox and any missing parents (parents get no
-// special use and are not subscribed). Result: MailboxResult.
+// special use and are not subscribed). With MaxMailboxes set (filled in by
+// the proposer from its configuration) the account may not end up with more
+// mailboxes than that: ErrTooManyMailboxes. Result: MailboxResult.
 type CreateMailbox struct {
 	command
-	Time       int64      `json:"t"`
-	Account    string     `json:"account"`
-	Name       string     `json:"name"`
-	SpecialUse SpecialUse `json:"special_use,omitempty"`
-	Subscribe  bool       `json:"subscribe,omitempty"`
+	Time         int64      `json:"t"`
+	Account      string     `json:"account"`
+	Name         string     `json:"name"`
+	SpecialUse   SpecialUse `json:"special_use,omitempty"`
+	Subscribe    bool       `json:"subscribe,omitempty"`
+	MaxMailboxes int        `json:"max_mailboxes,omitempty"` // 0: no limit (every entry before the limit existed)
 }
 
 // DeleteMailbox deletes a mailbox without children and its messages. INBOX
@@ -124,13 +127,16 @@ type DeleteMailbox struct {
 // subscriptions of renamed names along. Renaming INBOX instead creates the
 // new mailbox, moves INBOX's messages into it with new UIDs and leaves INBOX
 // empty; INBOX's children stay. Result: MailboxResult (the renamed mailbox,
-// or the new one for INBOX).
+// or the new one for INBOX). MaxMailboxes limits the account's mailboxes
+// as for CreateMailbox when the rename creates any (parents, or INBOX's new
+// mailbox).
 type RenameMailbox struct {
 	command
-	Time    int64  `json:"t"`
-	Account string `json:"account"`
-	OldName string `json:"old_name"`
-	NewName string `json:"new_name"`
+	Time         int64  `json:"t"`
+	Account      string `json:"account"`
+	OldName      string `json:"old_name"`
+	NewName      string `json:"new_name"`
+	MaxMailboxes int    `json:"max_mailboxes,omitempty"` // 0: no limit
 }
 
 // SetSubscribed adds or removes a name from the account's subscriptions;
