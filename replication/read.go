@@ -450,7 +450,8 @@ func statusOf(tx *state.Tx, mb state.Mailbox, items StatusItems) (MailboxStatus,
 // subscriptions.
 type ListOptions struct {
 	// Status, if set, asks for the status of every mailbox Want accepts
-	// (all when Want is nil), as MailboxStatus computes it.
+	// (all when Want is nil), as MailboxStatus computes it. Want runs inside
+	// the read: it must not call the store.
 	Status *StatusItems
 	Want   func(name string) bool
 }
