@@ -143,6 +143,9 @@ type Config struct {
 	Replicas int
 	// MaxMessageSize limits delivered and appended messages (bytes).
 	MaxMessageSize int64
+	// MaxMailboxesPerAccount limits each account's mailboxes (0: 1,000,
+	// replication.DefaultMaxMailboxesPerAccount; below 0: no limit).
+	MaxMailboxesPerAccount int
 	// Blob maintenance: repair brings bodies back to R copies, scrub
 	// re-verifies stored copies, GC deletes unreferenced ones after GCGrace.
 	RepairInterval time.Duration

@@ -126,6 +126,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if n.fsm, err = state.Open(filepath.Join(cfg.DataDir, "state", "state.db"), state.Options{
 		OnCommit:  feed.Publish,
 		OnRestore: feed.Reset,
+		Logger:    n.log,
 	}); err != nil {
 		return nil, err
 	}
@@ -181,6 +182,8 @@ func Start(cfg Config) (_ *Node, err error) {
 		Feed:           feed,
 		MaxMessageSize: cfg.MaxMessageSize,
 		Logger:         n.log,
+
+		MaxMailboxesPerAccount: cfg.MaxMailboxesPerAccount,
 	})
 	go func() { _ = n.mux.Serve() }()
 

@@ -10,8 +10,12 @@
 //     committed on a majority and applied on this node, and (for new
 //     bodies) after W durable copies of the body exist.
 //   - Any doubt is an error wrapping ErrNoQuorum, never success.
-//   - Reads come from the local state; OpenMailbox and Barrier first wait
-//     until this node has applied everything committed before the call.
+//   - Reads come from the local state, through the read methods (read.go,
+//     plain values, never a transaction). Those that open or describe a
+//     mailbox (SelectMailbox, MailboxStatus, ListMailboxes, OpenMessages,
+//     OpenMailbox) first wait until this node has applied everything
+//     committed before the call; the others say in their doc comment why
+//     local state is enough. A caller cannot forget the barrier.
 //
 // Errors are typed (ErrNoQuorum, ErrQuotaExceeded, ErrNoSuchMailbox, …) and
 // carry no protocol wording: each protocol maps them to its replies.

@@ -44,6 +44,9 @@ var (
 	ErrInvalidAddress    = state.ErrInvalidAddress
 	ErrInvalidArgument   = state.ErrInvalidArgument
 	ErrNoSuchMessage     = state.ErrNoSuchMessage
+	// ErrTooManyMailboxes: the account has reached its limit of mailboxes
+	// (Config.MaxMailboxesPerAccount).
+	ErrTooManyMailboxes = state.ErrTooManyMailboxes
 )
 
 // Temporary reports whether err is worth retrying later: the cluster lacked
@@ -65,7 +68,7 @@ func Temporary(err error) bool {
 		ErrNoSuchAccount, ErrAccountExists, ErrAccountDisabled, ErrNoSuchMailbox,
 		ErrMailboxExists, ErrHasChildren, ErrInvalidName, ErrCannotDeleteInbox,
 		ErrQuotaExceeded, ErrNoSuchAlias, ErrAliasExists, ErrInvalidAddress,
-		ErrInvalidArgument, ErrNoSuchMessage,
+		ErrInvalidArgument, ErrNoSuchMessage, ErrTooManyMailboxes,
 	} {
 		if errors.Is(err, permanent) {
 			return false

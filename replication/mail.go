@@ -105,74 +105,12 @@ func (s *Store) Append(ctx context.Context, account string, mailboxID uint64, bo
 	})
 }
 
-// Mailboxes lists an account's mailboxes.
-func (s *Store) Mailboxes(ctx context.Context, account string) ([]state.Mailbox, error) {
-	var out []state.Mailbox
-	err := s.fsm.View(func(tx *state.Tx) (err error) {
-		out, err = tx.Mailboxes(account)
-		return err
-	})
-	return out, err
-}
-
-// Subscriptions lists the names an account subscribed to.
-func (s *Store) Subscriptions(ctx context.Context, account string) ([]string, error) {
-	var out []string
-	err := s.fsm.View(func(tx *state.Tx) (err error) {
-		out, err = tx.Subscriptions(account)
-		return err
-	})
-	return out, err
-}
-
-// Mailbox returns one mailbox's status from local state.
-func (s *Store) Mailbox(ctx context.Context, account, name string) (state.Mailbox, error) {
-	var mb state.Mailbox
-	err := s.fsm.View(func(tx *state.Tx) (err error) {
-		mb, err = tx.Mailbox(account, name)
-		return err
-	})
-	return mb, err
-}
-
-// MailboxByID returns a mailbox of account by ID.
-func (s *Store) MailboxByID(ctx context.Context, account string, id uint64) (state.Mailbox, error) {
-	return s.ownedMailbox(account, id)
-}
-
-// OpenedMailbox is a consistent view of a mailbox at the moment it was
-// opened: its status and every UID in order (sequence number i is UIDs[i-1]).
-type OpenedMailbox struct {
-	state.Mailbox
-	UIDs []uint32
-}
-
-// OpenMailbox waits for a read barrier (so everything acknowledged anywhere
-// before the call is visible), then reads the mailbox's status and UIDs in
-// one transaction.
-func (s *Store) OpenMailbox(ctx context.Context, account, name string) (OpenedMailbox, error) {
-	if err := s.Barrier(ctx); err != nil {
-		return OpenedMailbox{}, err
-	}
-	var out OpenedMailbox
-	err := s.fsm.View(func(tx *state.Tx) error {
-		mb, err := tx.Mailbox(account, name)
-		if err != nil {
-			return err
-		}
-		uids, err := tx.UIDs(mb.ID)
-		if err != nil {
-			return err
-		}
-		out = OpenedMailbox{Mailbox: mb, UIDs: uids}
-		return nil
-	})
-	return out, err
-}
-
-// CreateMailbox creates a mailbox (and missing parents).
+// CreateMailbox creates a mailbox (and missing parents); ErrTooManyMailboxes
+// if the account would pass its limit.
 func (s *Store) CreateMailbox(ctx context.Context, account, name string, use state.SpecialUse, subscribe bool) (state.MailboxResult, error) {
-	return propose[state.MailboxResult](ctx, s, state.CreateMailbox{Time: s.stamp(), Account: account, Name: name, SpecialUse: use, Subscribe: subscribe})
+	return propose[state.MailboxResult](ctx, s, state.CreateMailbox{
+		Time: s.stamp(), Account: account, Name: name, SpecialUse: use, Subscribe: subscribe, MaxMailboxes: s.maxMbox,
+	})
 }
 
 // DeleteMailbox deletes a mailbox without children, with its messages.
@@ -184,62 +122,15 @@ func (s *Store) DeleteMailbox(ctx context.Context, account, name string) error {
 // RenameMailbox renames a mailbox and its children (INBOX: moves its
 // messages into a new mailbox).
 func (s *Store) RenameMailbox(ctx context.Context, account, from, to string) (state.MailboxResult, error) {
-	return propose[state.MailboxResult](ctx, s, state.RenameMailbox{Time: s.stamp(), Account: account, OldName: from, NewName: to})
+	return propose[state.MailboxResult](ctx, s, state.RenameMailbox{
+		Time: s.stamp(), Account: account, OldName: from, NewName: to, MaxMailboxes: s.maxMbox,
+	})
 }
 
 // SetSubscribed adds or removes a subscription.
 func (s *Store) SetSubscribed(ctx context.Context, account, name string, subscribed bool) error {
 	_, err := propose[state.Done](ctx, s, state.SetSubscribed{Time: s.stamp(), Account: account, Name: name, Subscribed: subscribed})
 	return err
-}
-
-// Messages streams the records of account's mailbox with UIDs in
-// [from, to] (to 0: to the end), in UID order.
-func (s *Store) Messages(ctx context.Context, account string, mailboxID uint64, from, to uint32, fn func(state.Message) error) error {
-	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
-		return err
-	}
-	if to == 0 {
-		to = ^uint32(0)
-	}
-	return s.fsm.View(func(tx *state.Tx) error {
-		return tx.Messages(mailboxID, from, to, func(m state.Message) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			return fn(m)
-		})
-	})
-}
-
-// Summary returns the parsed summary stored with a body.
-func (s *Store) Summary(ctx context.Context, id state.BlobID) (*message.Summary, error) {
-	var raw []byte
-	err := s.fsm.View(func(tx *state.Tx) error {
-		b, err := tx.Blob(id)
-		if err != nil {
-			return err
-		}
-		raw = b.Summary
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return message.Unmarshal(raw)
-}
-
-// OpenBody returns a verified message body, fetched from a replica when
-// this node holds no healthy copy. Close it after use.
-func (s *Store) OpenBody(ctx context.Context, id state.BlobID) (*blob.Body, error) {
-	b, err := s.bodies.Open(ctx, blob.ID(id))
-	if err != nil {
-		if errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrCorrupt) {
-			return nil, fmt.Errorf("%w: %v", ErrBodyUnavailable, err)
-		}
-		return nil, err
-	}
-	return b, nil
 }
 
 // FlagChange is a STORE: add, remove or replace flags on a set of UIDs.

@@ -30,7 +30,11 @@ type Config struct {
 	// MaxMessageSize is the default size limit for delivered and appended
 	// messages (bytes).
 	MaxMessageSize int64
-	Logger         *slog.Logger
+	// MaxMailboxesPerAccount is the most mailboxes an account may have
+	// (CREATE and RENAME beyond it fail with ErrTooManyMailboxes). 0: the
+	// default, DefaultMaxMailboxesPerAccount; below 0: no limit.
+	MaxMailboxesPerAccount int
+	Logger                 *slog.Logger
 }
 
 // Store is the replicated mail store of one node.
@@ -40,6 +44,7 @@ type Store struct {
 	bodies  *blob.Replicator
 	feed    *Feed
 	maxSize int64
+	maxMbox int // 0: no limit
 	log     *slog.Logger
 	auth    *authCache
 	now     func() time.Time
@@ -47,6 +52,14 @@ type Store struct {
 
 // DefaultMaxMessageSize is 50 MiB, the size most providers accept.
 const DefaultMaxMessageSize = 50 << 20
+
+// DefaultMaxMailboxesPerAccount is 1,000. Every node holds every mailbox
+// record, and a client's LIST, LIST-STATUS and folder sync walk all of an
+// account's mailboxes, so the number must be bounded. Most accounts have
+// tens of mailboxes and a large archive a few hundred: 1,000 leaves room
+// for those, while a runaway or hostile client can no longer grow every
+// node's state without end (it created 2,000 in 22 s before the limit).
+const DefaultMaxMailboxesPerAccount = 1000
 
 // New returns the store over already-open parts.
 func New(cfg Config) *Store {
@@ -59,12 +72,19 @@ func New(cfg Config) *Store {
 	if cfg.Feed == nil {
 		cfg.Feed = NewFeed()
 	}
+	switch {
+	case cfg.MaxMailboxesPerAccount == 0:
+		cfg.MaxMailboxesPerAccount = DefaultMaxMailboxesPerAccount
+	case cfg.MaxMailboxesPerAccount < 0:
+		cfg.MaxMailboxesPerAccount = 0
+	}
 	return &Store{
 		cons:    cfg.Consensus,
 		fsm:     cfg.State,
 		bodies:  cfg.Bodies,
 		feed:    cfg.Feed,
 		maxSize: cfg.MaxMessageSize,
+		maxMbox: cfg.MaxMailboxesPerAccount,
 		log:     cfg.Logger,
 		auth:    newAuthCache(10*time.Minute, 100_000),
 		now:     time.Now,
@@ -95,6 +115,10 @@ func (s *Store) AddressingBarrier(ctx context.Context) error {
 // View runs fn in one consistent read transaction of the local state. It
 // does not wait for other nodes: after the caller's own writes, or after
 // Barrier, it sees them.
+//
+// Deprecated: only protocol/smtp's owns() until the delivery pipeline
+// lands. Everything else uses the read methods (read.go), which keep the
+// read-barrier rule themselves.
 func (s *Store) View(fn func(tx *state.Tx) error) error { return s.fsm.View(fn) }
 
 // propose commits one command and decodes its result into T. A command

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mailcluster/mailcluster/replication"
 )
 
 // duration is a time.Duration written as "500ms", "10m" in TOML, flags and
@@ -61,6 +63,7 @@ type settings struct {
 	TrailingLogs      uint64   `toml:"trailing_logs" help:"log entries kept after a snapshot for slow followers"`
 	Replicas          int      `toml:"replicas" help:"copies of each message body (capped at the cluster size); a delivery waits for a majority of them"`
 	MaxMessageSize    string   `toml:"max_message_size" help:"largest message accepted, e.g. 50M"`
+	MaxMailboxes      int      `toml:"max_mailboxes_per_account" help:"most mailboxes one account may have; CREATE beyond it gets NO [LIMIT] (0: no limit)"`
 
 	Hostname        string `toml:"hostname" help:"name in SMTP banners and Received headers (default: node_id)"`
 	TLSCert         string `toml:"tls_cert" help:"PEM certificate (chain) for the client protocols; reloaded when the file changes"`
@@ -125,6 +128,7 @@ func defaultSettings() settings {
 		DeadServerTimeout: duration(10 * time.Minute),
 		Replicas:          3,
 		MaxMessageSize:    "50M",
+		MaxMailboxes:      replication.DefaultMaxMailboxesPerAccount,
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -99,6 +100,9 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, fmt.Errorf("max_message_size: %w", err)
 	}
+	if s.MaxMailboxes < 0 {
+		return node.Config{}, errors.New("max_mailboxes_per_account must be 0 (no limit) or more")
+	}
 	smtpMax, err := parseSize(s.SMTPMaxMessageSize)
 	if err != nil {
 		return node.Config{}, fmt.Errorf("smtp_max_message_size: %w", err)
@@ -177,6 +181,9 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			FailDelay:       time.Duration(s.AuthFailDelay),
 		},
 		Logger: logger,
+
+		// 0 in the file means no limit; node's zero value is the default.
+		MaxMailboxesPerAccount: cmp.Or(s.MaxMailboxes, -1),
 	}, nil
 }
 

@@ -79,6 +79,8 @@ func storeError(err error) error {
 		return no(imap.ResponseCodeContactAdmin, "Account is disabled")
 	case errors.Is(err, replication.ErrNoSuchAccount):
 		return no(imap.ResponseCodeContactAdmin, "Account no longer exists")
+	case errors.Is(err, replication.ErrTooManyMailboxes):
+		return no(imap.ResponseCodeLimit, "This account has as many mailboxes as it may have; delete some first")
 	case errors.Is(err, state.ErrExhausted):
 		return no(imap.ResponseCodeLimit, "Mailbox has run out of UIDs; create a new one")
 	case errors.Is(err, replication.ErrInvalidArgument):

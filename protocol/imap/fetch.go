@@ -111,32 +111,22 @@ func (s *session) fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 
 // load reads the records (and summaries) of targets in one transaction.
 func (s *session) load(targets []target, withSummary bool) ([]loaded, error) {
-	out := make([]loaded, len(targets))
-	id := s.sel.id
-	err := s.store.View(func(tx *state.Tx) error {
-		for i, t := range targets {
-			if t.gone {
-				out[i].missing = true
-				continue
-			}
-			m, err := tx.Message(id, t.uid)
-			if errors.Is(err, state.ErrNoSuchMessage) {
-				out[i].missing = true
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out[i].rec = m
-			if withSummary {
-				if b, err := tx.Blob(m.Blob); err == nil {
-					out[i].summaryRaw = b.Summary
-				}
-			}
+	uids := make([]uint32, len(targets))
+	for i, t := range targets {
+		if !t.gone {
+			uids[i] = t.uid
 		}
-		return nil
-	})
-	return out, err
+	}
+	// Local state, no barrier: the UIDs come from this session's view.
+	recs, err := s.store.LoadMessages(s.ctx, s.account, s.sel.id, uids, withSummary)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]loaded, len(targets))
+	for i, r := range recs {
+		out[i] = loaded{rec: r.Message, summaryRaw: r.Summary, missing: !r.Found}
+	}
+	return out, nil
 }
 
 // markSeen sets \Seen, in one commit, on the loaded messages that lack it.

@@ -1,15 +1,13 @@
 package imap
 
 import (
-	"context"
-	"math"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
 
@@ -107,24 +105,25 @@ func (s *session) Status(name string, options *imap.StatusOptions) (*imap.Status
 		if err != nil {
 			return errNoMailbox
 		}
-		if err := s.store.Barrier(s.ctx); err != nil {
+		// MailboxStatus passes the read barrier (DESIGN.md §1.4).
+		st, err := s.store.MailboxStatus(s.ctx, s.account, norm, statusItems(options))
+		if err != nil {
 			return s.fail(err)
 		}
-		err = s.store.View(func(tx *state.Tx) error {
-			mb, err := tx.Mailbox(s.account, norm)
-			if err != nil {
-				return err
-			}
-			data, err = s.statusOf(tx, mb, options)
-			return err
-		})
-		return s.fail(err)
+		data = s.statusOf(st, options)
+		return nil
 	})
 	return data, err
 }
 
-// statusOf answers STATUS items from a mailbox read in tx.
-func (s *session) statusOf(tx *state.Tx, mb state.Mailbox, o *imap.StatusOptions) (*imap.StatusData, error) {
+// statusItems says which costlier figures a STATUS asks the store for.
+func statusItems(o *imap.StatusOptions) replication.StatusItems {
+	return replication.StatusItems{Recent: o.NumRecent, DeletedSize: o.DeletedStorage}
+}
+
+// statusOf answers STATUS items from a mailbox's status.
+func (s *session) statusOf(st replication.MailboxStatus, o *imap.StatusOptions) *imap.StatusData {
+	mb := st.Mailbox
 	data := &imap.StatusData{Mailbox: mb.Name, UIDNext: imap.UID(mb.UIDNext), UIDValidity: mb.UIDValidity}
 	u32 := func(v uint32) *uint32 { return &v }
 	if o.NumMessages {
@@ -144,39 +143,16 @@ func (s *session) statusOf(tx *state.Tx, mb state.Mailbox, o *imap.StatusOptions
 		data.AppendLimit = u32(uint32(s.srv.opts.MaxMessageSize))
 	}
 	if o.NumRecent {
-		var n uint32
-		if mb.RecentWatermark < mb.UIDNext {
-			err := tx.Flags(mb.ID, mb.RecentWatermark, math.MaxUint32, func(uint32, state.Flags, uint64) error {
-				n++
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		data.NumRecent = &n
+		data.NumRecent = u32(st.Recent)
 	}
 	if o.DeletedStorage {
-		uids, err := tx.Deleted(mb.ID)
-		if err != nil {
-			return nil, err
-		}
-		var total int64
-		for _, uid := range uids {
-			if m, err := tx.Message(mb.ID, uid); err == nil {
-				total += m.Size
-			}
-		}
+		total := st.DeletedSize
 		data.DeletedStorage = &total
 	}
-	return data, nil
+	return data
 }
 
 // --- LIST and LSUB ---------------------------------------------------------------
-
-// listBarrierWait bounds how long LIST waits for the read barrier before it
-// answers from this node's own state (a node cut off from the majority).
-const listBarrierWait = 2 * time.Second
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	lsub := isLSUB(w)
@@ -217,46 +193,31 @@ func (s *session) list(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 		return false
 	}
-	// LIST shows what was acknowledged anywhere before it; without a
-	// quorum it shows this node's (possibly slightly stale) state rather
-	// than nothing. LIST-STATUS needs the barrier like STATUS.
-	if o.ReturnStatus != nil {
-		if err := s.store.Barrier(s.ctx); err != nil {
-			return s.fail(err)
-		}
-	} else {
-		ctx, cancel := context.WithTimeout(s.ctx, listBarrierWait)
-		_ = s.store.Barrier(ctx)
-		cancel()
+	// ListMailboxes shows what was acknowledged anywhere before it (a read
+	// barrier); without a quorum it shows this node's (possibly slightly
+	// stale) state rather than nothing, except for LIST-STATUS, which needs
+	// the barrier like STATUS.
+	lo := replication.ListOptions{Want: matches}
+	if o.ReturnStatus != nil && !lsub {
+		items := statusItems(o.ReturnStatus)
+		lo.Status = &items
 	}
-	var (
-		entries []listEntry
-		status  map[string]*imap.StatusData
-	)
-	err := s.store.View(func(tx *state.Tx) error {
-		boxes, err := tx.Mailboxes(s.account)
-		if err != nil {
-			return err
-		}
-		subs, err := tx.Subscriptions(s.account)
-		if err != nil {
-			return err
-		}
-		entries = listEntries(boxes, subs)
-		if o.ReturnStatus != nil && !lsub {
-			status = map[string]*imap.StatusData{}
-			for _, e := range entries {
-				if e.mb != nil && matches(e.name) {
-					if status[e.name], err = s.statusOf(tx, *e.mb, o.ReturnStatus); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return nil
-	})
+	listing, err := s.store.ListMailboxes(s.ctx, s.account, lo)
 	if err != nil {
 		return s.fail(err)
+	}
+	entries := listEntries(listing.Mailboxes, listing.Subscriptions)
+	var status map[string]*imap.StatusData
+	if lo.Status != nil {
+		status = map[string]*imap.StatusData{}
+		for _, e := range entries {
+			if e.mb == nil || !matches(e.name) {
+				continue
+			}
+			if st, ok := listing.Status[e.mb.ID]; ok {
+				status[e.name] = s.statusOf(st, o.ReturnStatus)
+			}
+		}
 	}
 	if lsub {
 		return s.writeLSUB(w, entries, matchers, matches)

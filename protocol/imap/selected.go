@@ -53,68 +53,27 @@ func (s *session) selectMailbox(name string, readOnly bool) (*imap.SelectData, e
 	if err != nil {
 		return nil, errNoMailbox
 	}
-	// Everything acknowledged anywhere before this command is visible after
-	// the barrier (DESIGN.md §1.4).
-	if err := s.store.Barrier(s.ctx); err != nil {
-		return nil, s.fail(err)
-	}
-	mb, err := s.store.Mailbox(s.ctx, s.account, norm)
-	if err != nil {
-		return nil, s.fail(err)
-	}
-	// Subscribe before the read: no change can fall between the two, and
-	// the ones the read already shows are skipped by their index.
-	sub := s.store.Feed().SubscribeMailbox(mb.ID)
-	var (
-		uids        []uint32
-		keywords    = map[string]string{}
-		firstUnseen uint32
-		hasChildren bool
-		wantList    = s.rev2() // IMAP4rev2 SELECT answers with a LIST
-	)
-	err = s.store.View(func(tx *state.Tx) error {
-		var err error
-		if mb, err = tx.MailboxByID(mb.ID); err != nil {
-			return err
-		}
-		uids = make([]uint32, 0, mb.Messages)
-		err = tx.Flags(mb.ID, 1, math.MaxUint32, func(uid uint32, f state.Flags, _ uint64) error {
-			uids = append(uids, uid)
-			for _, k := range f.Keywords {
-				if validAtom(k) {
-					keywords[strings.ToLower(k)] = k
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if firstUnseen, err = tx.FirstUnseen(mb.ID); err != nil {
-			return err
-		}
-		if !wantList {
-			return nil
-		}
-		boxes, err := tx.Mailboxes(s.account)
-		for _, b := range boxes {
-			hasChildren = hasChildren || strings.HasPrefix(b.Name, mb.Name+string(separator))
-		}
-		return err
+	// SelectMailbox passes the read barrier (DESIGN.md §1.4) and
+	// subscribes to the mailbox's changes before it reads it.
+	opened, err := s.store.SelectMailbox(s.ctx, s.account, norm, replication.SelectOptions{
+		Children: s.rev2(), // IMAP4rev2 SELECT answers with a LIST
 	})
-	if err == nil && mb.Account != s.account {
-		err = replication.ErrNoSuchMailbox
-	}
 	if err != nil {
-		sub.Close()
 		return nil, s.fail(err)
+	}
+	mb := opened.Mailbox
+	keywords := map[string]string{}
+	for _, k := range opened.Keywords {
+		if validAtom(k) {
+			keywords[strings.ToLower(k)] = k
+		}
 	}
 	sel := &selected{
 		id:          mb.ID,
 		uidValidity: mb.UIDValidity,
 		readOnly:    readOnly,
-		sub:         sub,
-		view:        newMailboxView(mb.Name, uids, mb.HighestModSeq, keywords),
+		sub:         opened.Changes,
+		view:        newMailboxView(mb.Name, opened.UIDs, mb.HighestModSeq, keywords),
 		ownAdded:    map[uint32]struct{}{},
 	}
 	if !s.rev2() {
@@ -140,13 +99,13 @@ func (s *session) selectMailbox(name string, readOnly bool) (*imap.SelectData, e
 	if !readOnly {
 		data.PermanentFlags = append(sel.flagList(), imap.FlagWildcard)
 	}
-	if firstUnseen != 0 {
-		if seq, ok := sel.view.seqOf(firstUnseen); ok {
+	if opened.FirstUnseen != 0 {
+		if seq, ok := sel.view.seqOf(opened.FirstUnseen); ok {
 			data.FirstUnseenSeqNum = seq
 		}
 	}
-	if wantList {
-		data.List = &imap.ListData{Attrs: s.mailboxAttrs(mb, hasChildren), Delim: separator, Mailbox: mb.Name}
+	if s.rev2() {
+		data.List = &imap.ListData{Attrs: s.mailboxAttrs(mb, opened.HasChildren), Delim: separator, Mailbox: mb.Name}
 	}
 	return data, nil
 }
@@ -325,25 +284,8 @@ func (s *session) drain() error {
 // resync re-reads the whole mailbox after the feed lost events.
 func (s *session) resync() error {
 	sel := s.sel
-	var (
-		uids    []uint32
-		flags   []state.Flags
-		modseqs []uint64
-		through uint64
-	)
-	err := s.store.View(func(tx *state.Tx) error {
-		mb, err := tx.MailboxByID(sel.id)
-		if err != nil {
-			return err
-		}
-		through = mb.HighestModSeq
-		return tx.Flags(sel.id, 1, math.MaxUint32, func(uid uint32, f state.Flags, modseq uint64) error {
-			uids = append(uids, uid)
-			flags = append(flags, f)
-			modseqs = append(modseqs, modseq)
-			return nil
-		})
-	})
+	// Local state, no barrier: the feed lost events this node applied.
+	f, err := s.store.MailboxFlags(s.ctx, s.account, sel.id)
 	if errors.Is(err, state.ErrNoSuchMailbox) {
 		sel.view.deleted = true
 		return nil
@@ -351,7 +293,7 @@ func (s *session) resync() error {
 	if err != nil {
 		return s.fail(err)
 	}
-	sel.view.resyncWith(uids, flags, modseqs, through)
+	sel.view.resyncWith(f.UIDs, f.Flags, f.ModSeqs, f.HighestModSeq)
 	return nil
 }
 

@@ -23,7 +23,7 @@ import (
 // and then the connection goroutine waits for it. So no locking is needed.
 type session struct {
 	srv    *Server
-	store  *replication.Store
+	store  mailStore
 	conn   *imapserver.Conn
 	remote net.Addr
 	log    *slog.Logger

@@ -2,7 +2,6 @@ package pop3
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -54,46 +53,41 @@ type entry struct {
 	seen    bool
 }
 
-// storeAdapter maps mailStore onto *replication.Store.
-type storeAdapter struct{ s *replication.Store }
+// replicatedStore is the slice of *replication.Store that storeAdapter
+// maps onto mailStore.
+type replicatedStore interface {
+	Authenticate(ctx context.Context, username, password string) (state.Account, error)
+	OpenMessages(ctx context.Context, account, name string) (replication.OpenedMessages, error)
+	HasMessage(ctx context.Context, account string, mailboxID uint64, uid uint32) (bool, error)
+	OpenBody(ctx context.Context, id state.BlobID) (*replication.Body, error)
+	Expunge(ctx context.Context, account string, mailboxID uint64, uids state.UIDSet, onlyDeleted bool) (state.ExpungeResult, error)
+	SetFlags(ctx context.Context, account string, mailboxID uint64, c replication.FlagChange) (state.FlagsResult, error)
+}
+
+var _ replicatedStore = (*replication.Store)(nil)
+
+// storeAdapter maps mailStore onto the replicated store.
+type storeAdapter struct{ s replicatedStore }
 
 func (a storeAdapter) Authenticate(ctx context.Context, username, password string) (state.Account, error) {
 	return a.s.Authenticate(ctx, username, password)
 }
 
+// OpenMaildrop: OpenMessages passes the read barrier itself.
 func (a storeAdapter) OpenMaildrop(ctx context.Context, account string) (maildrop, error) {
-	if err := a.s.Barrier(ctx); err != nil {
+	mb, err := a.s.OpenMessages(ctx, account, inbox)
+	if err != nil {
 		return maildrop{}, err
 	}
-	var md maildrop
-	err := a.s.View(func(tx *state.Tx) error {
-		mb, err := tx.Mailbox(account, inbox)
-		if err != nil {
-			return err
-		}
-		md = maildrop{mailboxID: mb.ID, uidValidity: mb.UIDValidity, msgs: make([]entry, 0, mb.Messages)}
-		return tx.Messages(mb.ID, 1, ^uint32(0), func(m state.Message) error {
-			md.msgs = append(md.msgs, entry{uid: m.UID, blob: m.Blob, rawSize: m.Size, seen: m.Flags.System&state.FlagSeen != 0})
-			return nil
-		})
-	})
-	return md, err
+	md := maildrop{mailboxID: mb.ID, uidValidity: mb.UIDValidity, msgs: make([]entry, len(mb.Messages))}
+	for i, m := range mb.Messages {
+		md.msgs[i] = entry{uid: m.UID, blob: m.Blob, rawSize: m.Size, seen: m.Flags.System&state.FlagSeen != 0}
+	}
+	return md, nil
 }
 
 func (a storeAdapter) Exists(ctx context.Context, account string, mailboxID uint64, uid uint32) (bool, error) {
-	found := false
-	err := a.s.View(func(tx *state.Tx) error {
-		_, err := tx.Message(mailboxID, uid)
-		switch {
-		case err == nil:
-			found = true
-		case errors.Is(err, state.ErrNoSuchMessage), errors.Is(err, state.ErrNoSuchMailbox):
-		default:
-			return err
-		}
-		return nil
-	})
-	return found, err
+	return a.s.HasMessage(ctx, account, mailboxID, uid)
 }
 
 func (a storeAdapter) OpenBody(ctx context.Context, id state.BlobID) (body, error) {

@@ -31,9 +31,10 @@ type applier struct {
 	accountCache map[string]accountRec
 
 	index      uint64 // Raft index of the entry being applied: the MODSEQ of its changes
-	addressing uint64 // index of the last entry in this batch that changesAddressing; 0: none
+	addressing uint64 // index of the last entry in this batch whose kind is addressing; 0: none
 	now        int64  // the proposer's time of the command being applied, unix nanos
 	events     []Event
+	skipped    []byte // type bytes of unknown advisory entries skipped in this batch
 }
 
 func newApplier(tx *bolt.Tx) *applier {
@@ -86,23 +87,29 @@ func (a *applier) applyEntry(e consensus.Entry) ([]byte, error) {
 			return bytes.Clone(v[8:]), nil
 		}
 	}
-	cmd, err := Decode(e.Data)
+	k, cmd, err := decode(e.Data)
+	if errors.Is(err, errSkippable) {
+		// An advisory command of a newer version: it changes nothing
+		// this version keeps, so skip it (no result, no dedup record).
+		a.skipped = append(a.skipped, e.Data[0])
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state: entry %d: %w", e.Index, err)
 	}
 	a.index = e.Index
-	if changesAddressing(cmd) {
+	if k.addressing {
 		a.addressing = e.Index
 	}
 	mark := len(a.events)
-	res, err := a.dispatch(cmd)
+	res, err := k.apply(a, cmd)
 	if err != nil {
 		code := sentinelCode(err)
 		if code == CodeOK {
-			return nil, fmt.Errorf("state: entry %d (%T): %w", e.Index, cmd, err)
+			return nil, fmt.Errorf("state: entry %d (%s): %w", e.Index, k.name, err)
 		}
 		a.events = a.events[:mark] // nothing was written; belt and braces
-		res = failureResult(cmd, code)
+		res = k.refused(Status{Code: code})
 	}
 	out, err := encodeResult(res)
 	if err != nil {
@@ -156,129 +163,6 @@ func sentinelCode(err error) Code {
 		}
 	}
 	return CodeOK
-}
-
-func failureResult(cmd Command, code Code) Result {
-	st := Status{Code: code}
-	switch cmd.(type) {
-	case *AddAccount:
-		return AccountResult{Status: st}
-	case *CreateMailbox, *RenameMailbox:
-		return MailboxResult{Status: st}
-	case *Deliver:
-		return DeliverResult{Status: st}
-	case *Append:
-		return AppendResult{Status: st}
-	case *Copy, *Move:
-		return CopyResult{Status: st}
-	case *SetFlags:
-		return FlagsResult{Status: st}
-	case *Expunge:
-		return ExpungeResult{Status: st}
-	case *ClaimRecent:
-		return RecentResult{Status: st}
-	case *PurgeBlobs:
-		return PurgeResult{Status: st}
-	default:
-		return Done{Status: st}
-	}
-}
-
-// changesAddressing reports whether cmd can change how a recipient
-// address resolves, whether it is accepted or who may log in: domains,
-// accounts, aliases, forwarding, quotas, the disabled flag, passwords. It
-// names the commands that cannot (mail and mailboxes), so that a command
-// added later counts as an addressing change until someone decides
-// otherwise: waiting too long is safe, missing a change is not.
-func changesAddressing(cmd Command) bool {
-	switch cmd.(type) {
-	case *Deliver, *Append, *Copy, *Move, *SetFlags, *Expunge, *ClaimRecent, *PurgeBlobs,
-		*CreateMailbox, *DeleteMailbox, *RenameMailbox, *SetSubscribed:
-		return false
-	}
-	return true
-}
-
-func (a *applier) dispatch(cmd Command) (Result, error) {
-	switch c := cmd.(type) {
-	case *AddDomain:
-		a.now = c.Time
-		return a.addDomain(c)
-	case *DeleteDomain:
-		a.now = c.Time
-		return a.deleteDomain(c)
-	case *SetCatchAll:
-		a.now = c.Time
-		return a.setCatchAll(c)
-	case *AddAccount:
-		a.now = c.Time
-		return a.addAccount(c)
-	case *DeleteAccount:
-		a.now = c.Time
-		return a.deleteAccount(c)
-	case *SetPassword:
-		a.now = c.Time
-		return a.changeAccount(c.Address, func(r *accountRec) error { r.PasswordHash = c.PasswordHash; return nil })
-	case *SetQuota:
-		a.now = c.Time
-		return a.changeAccount(c.Address, func(r *accountRec) error {
-			if c.QuotaBytes < 0 || c.QuotaMessages < 0 {
-				return ErrInvalidArgument
-			}
-			r.QuotaBytes, r.QuotaMessages = c.QuotaBytes, c.QuotaMessages
-			return nil
-		})
-	case *SetAccountDisabled:
-		a.now = c.Time
-		return a.changeAccount(c.Address, func(r *accountRec) error { r.Disabled = c.Disabled; return nil })
-	case *SetForwarding:
-		a.now = c.Time
-		return a.setForwarding(c)
-	case *SetAlias:
-		a.now = c.Time
-		return a.setAlias(c)
-	case *DeleteAlias:
-		a.now = c.Time
-		return a.deleteAlias(c)
-	case *CreateMailbox:
-		a.now = c.Time
-		return a.createMailbox(c)
-	case *DeleteMailbox:
-		a.now = c.Time
-		return a.deleteMailbox(c)
-	case *RenameMailbox:
-		a.now = c.Time
-		return a.renameMailbox(c)
-	case *SetSubscribed:
-		a.now = c.Time
-		return a.setSubscribed(c)
-	case *Deliver:
-		a.now = c.Time
-		return a.deliver(c)
-	case *Append:
-		a.now = c.Time
-		return a.append(c)
-	case *Copy:
-		a.now = c.Time
-		return a.copyMessages(c.SourceMailbox, c.UIDs, c.DestMailbox, false)
-	case *Move:
-		a.now = c.Time
-		return a.copyMessages(c.SourceMailbox, c.UIDs, c.DestMailbox, true)
-	case *SetFlags:
-		a.now = c.Time
-		return a.setFlags(c)
-	case *Expunge:
-		a.now = c.Time
-		return a.expunge(c)
-	case *ClaimRecent:
-		a.now = c.Time
-		return a.claimRecent(c)
-	case *PurgeBlobs:
-		a.now = c.Time
-		return a.purgeBlobs(c)
-	default:
-		return nil, fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)
-	}
 }
 
 // --- counters -------------------------------------------------------------

@@ -181,6 +181,24 @@ func (a *applier) deleteAccount(c *DeleteAccount) (Result, error) {
 	return Done{}, nil
 }
 
+func (a *applier) setPassword(c *SetPassword) (Result, error) {
+	return a.changeAccount(c.Address, func(r *accountRec) error { r.PasswordHash = c.PasswordHash; return nil })
+}
+
+func (a *applier) setQuota(c *SetQuota) (Result, error) {
+	return a.changeAccount(c.Address, func(r *accountRec) error {
+		if c.QuotaBytes < 0 || c.QuotaMessages < 0 {
+			return ErrInvalidArgument
+		}
+		r.QuotaBytes, r.QuotaMessages = c.QuotaBytes, c.QuotaMessages
+		return nil
+	})
+}
+
+func (a *applier) setAccountDisabled(c *SetAccountDisabled) (Result, error) {
+	return a.changeAccount(c.Address, func(r *accountRec) error { r.Disabled = c.Disabled; return nil })
+}
+
 // changeAccount loads an account, lets change validate and modify it, and
 // stores it.
 func (a *applier) changeAccount(address string, change func(*accountRec) error) (Result, error) {

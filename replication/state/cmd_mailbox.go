@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"strings"
 )
 
@@ -21,6 +22,9 @@ func (a *applier) createMailbox(c *CreateMailbox) (Result, error) {
 		return nil, ErrMailboxExists
 	}
 	missing := a.missingParents(acct.ID, name)
+	if err := a.checkMailboxRoom(acct.ID, len(missing)+1, c.MaxMailboxes); err != nil {
+		return nil, err
+	}
 	if err := a.checkUIDValidityRoom(len(missing) + 1); err != nil {
 		return nil, err
 	}
@@ -39,6 +43,25 @@ func (a *applier) createMailbox(c *CreateMailbox) (Result, error) {
 		}
 	}
 	return MailboxResult{MailboxID: mb.id, UIDValidity: mb.uidValidity}, nil
+}
+
+// checkMailboxRoom fails with ErrTooManyMailboxes, before any write, if n
+// new mailboxes would take the account over limit (0: no limit). The limit
+// travels in the command, filled in by the proposer, so every node decides
+// alike.
+func (a *applier) checkMailboxRoom(account uint64, n, limit int) error {
+	if limit <= 0 || n == 0 {
+		return nil
+	}
+	have := 0
+	prefix := u64(account)
+	c := a.mboxNames.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if have++; have+n > limit {
+			return ErrTooManyMailboxes
+		}
+	}
+	return nil
 }
 
 // missingParents lists the ancestors of name that do not exist, outermost
@@ -110,7 +133,7 @@ func (a *applier) renameMailbox(c *RenameMailbox) (Result, error) {
 		return nil, ErrMailboxExists
 	}
 	if oldName == Inbox {
-		return a.renameInbox(acct, oldID, newName)
+		return a.renameInbox(acct, oldID, newName, c.MaxMailboxes)
 	}
 	if strings.HasPrefix(newName, oldName+HierarchySeparator) {
 		return nil, ErrInvalidName // a mailbox cannot become its own descendant
@@ -135,6 +158,9 @@ func (a *applier) renameMailbox(c *RenameMailbox) (Result, error) {
 		moves = append(moves, move{bytesToU64(ids[i]), from, to})
 	}
 	missing := a.missingParents(acct.ID, newName)
+	if err := a.checkMailboxRoom(acct.ID, len(missing), c.MaxMailboxes); err != nil {
+		return nil, err
+	}
 	if err := a.checkUIDValidityRoom(len(missing)); err != nil {
 		return nil, err
 	}
@@ -179,7 +205,7 @@ func (a *applier) renameMailbox(c *RenameMailbox) (Result, error) {
 // renameInbox implements RFC 3501's special case: INBOX's messages move to
 // a new mailbox (new UIDs there), INBOX stays, empty, with its UIDVALIDITY
 // and UIDNEXT, and INBOX's children are not renamed.
-func (a *applier) renameInbox(acct accountRec, inboxID uint64, newName string) (Result, error) {
+func (a *applier) renameInbox(acct accountRec, inboxID uint64, newName string, limit int) (Result, error) {
 	inbox, err := a.mailbox(inboxID)
 	if err != nil {
 		return nil, corruptIfMissing(err)
@@ -189,6 +215,9 @@ func (a *applier) renameInbox(acct accountRec, inboxID uint64, newName string) (
 		return nil, err
 	}
 	missing := a.missingParents(acct.ID, newName)
+	if err := a.checkMailboxRoom(acct.ID, len(missing)+1, limit); err != nil {
+		return nil, err
+	}
 	if err := a.checkUIDValidityRoom(len(missing) + 1); err != nil {
 		return nil, err
 	}

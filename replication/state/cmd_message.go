@@ -124,6 +124,14 @@ func (a *applier) append(c *Append) (Result, error) {
 	return AppendResult{MailboxID: mb.id, UIDValidity: mb.uidValidity, UID: uid}, nil
 }
 
+func (a *applier) copy(c *Copy) (Result, error) {
+	return a.copyMessages(c.SourceMailbox, c.UIDs, c.DestMailbox, false)
+}
+
+func (a *applier) move(c *Move) (Result, error) {
+	return a.copyMessages(c.SourceMailbox, c.UIDs, c.DestMailbox, true)
+}
+
 // copyMessages implements Copy and Move.
 func (a *applier) copyMessages(srcID uint64, set UIDSet, dstID uint64, move bool) (Result, error) {
 	src, err := a.mailbox(srcID)

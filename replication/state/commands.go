@@ -1,53 +1,10 @@
 package state
 
-import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"time"
-)
-
-// Command is one state change, proposed through Raft. Each command carries
-// Time, the proposer's clock in unix nanoseconds: Apply uses it wherever it
-// needs "now" (creation times, UIDVALIDITY, zero-since of blobs).
-//
-// Encoding: one type byte, then the JSON payload. A type byte names one
-// payload shape forever: a changed meaning gets a new byte, never a new
-// field under an old byte (Apply rejects unknown fields so an old node stops
-// instead of silently ignoring them).
-type Command interface {
-	commandType() byte
-}
-
-// Command type bytes. Never renumber or reuse.
-const (
-	typeAddDomain          byte = 0x01
-	typeDeleteDomain       byte = 0x02
-	typeSetCatchAll        byte = 0x03
-	typeAddAccount         byte = 0x10
-	typeDeleteAccount      byte = 0x11
-	typeSetPassword        byte = 0x12
-	typeSetQuota           byte = 0x13
-	typeSetAccountDisabled byte = 0x14
-	typeSetForwarding      byte = 0x15
-	typeSetAlias           byte = 0x20
-	typeDeleteAlias        byte = 0x21
-	typeCreateMailbox      byte = 0x30
-	typeDeleteMailbox      byte = 0x31
-	typeRenameMailbox      byte = 0x32
-	typeSetSubscribed      byte = 0x33
-	typeDeliver            byte = 0x40
-	typeAppend             byte = 0x41
-	typeCopy               byte = 0x42
-	typeMove               byte = 0x43
-	typeSetFlags           byte = 0x44
-	typeExpunge            byte = 0x45
-	typeClaimRecent        byte = 0x46
-	typePurgeBlobs         byte = 0x50
-)
+import "time"
 
 // AddDomain makes a domain local. Result: Done.
 type AddDomain struct {
+	command
 	Time int64  `json:"t"`
 	Name string `json:"name"`
 }
@@ -55,6 +12,7 @@ type AddDomain struct {
 // DeleteDomain removes a domain that has no accounts and no aliases left
 // (ErrDomainNotEmpty otherwise). Result: Done.
 type DeleteDomain struct {
+	command
 	Time int64  `json:"t"`
 	Name string `json:"name"`
 }
@@ -62,6 +20,7 @@ type DeleteDomain struct {
 // SetCatchAll sets the address that receives mail for unknown local parts of
 // Domain; an empty Target clears it. Result: Done.
 type SetCatchAll struct {
+	command
 	Time   int64  `json:"t"`
 	Domain string `json:"domain"`
 	Target string `json:"target,omitempty"`
@@ -71,6 +30,7 @@ type SetCatchAll struct {
 // Archive, all subscribed. PasswordHash is opaque (argon2id, made by the
 // proposer). Quotas of 0 mean unlimited. Result: AccountResult.
 type AddAccount struct {
+	command
 	Time          int64  `json:"t"`
 	Address       string `json:"address"`
 	PasswordHash  string `json:"password_hash"`
@@ -81,12 +41,14 @@ type AddAccount struct {
 // DeleteAccount removes an account, its mailboxes, messages and
 // subscriptions, and releases its blob references. Result: Done.
 type DeleteAccount struct {
+	command
 	Time    int64  `json:"t"`
 	Address string `json:"address"`
 }
 
 // SetPassword replaces the stored hash. Result: Done.
 type SetPassword struct {
+	command
 	Time         int64  `json:"t"`
 	Address      string `json:"address"`
 	PasswordHash string `json:"password_hash"`
@@ -95,6 +57,7 @@ type SetPassword struct {
 // SetQuota sets the limits (0 = unlimited); existing mail is kept even when
 // over the new limit. Result: Done.
 type SetQuota struct {
+	command
 	Time          int64  `json:"t"`
 	Address       string `json:"address"`
 	QuotaBytes    int64  `json:"quota_bytes,omitempty"`
@@ -103,6 +66,7 @@ type SetQuota struct {
 
 // SetAccountDisabled blocks or unblocks logins and delivery. Result: Done.
 type SetAccountDisabled struct {
+	command
 	Time     int64  `json:"t"`
 	Address  string `json:"address"`
 	Disabled bool   `json:"disabled"`
@@ -111,6 +75,7 @@ type SetAccountDisabled struct {
 // SetForwarding sets where the account's mail is forwarded (empty: no
 // forwarding) and whether a local copy is kept. Result: Done.
 type SetForwarding struct {
+	command
 	Time      int64    `json:"t"`
 	Address   string   `json:"address"`
 	Targets   []string `json:"targets,omitempty"`
@@ -121,6 +86,7 @@ type SetForwarding struct {
 // Targets are local accounts, other aliases or external addresses.
 // ErrAccountExists if an account has the address. Result: Done.
 type SetAlias struct {
+	command
 	Time    int64    `json:"t"`
 	Address string   `json:"address"`
 	Targets []string `json:"targets"`
@@ -128,23 +94,29 @@ type SetAlias struct {
 
 // DeleteAlias removes an alias (ErrNoSuchAlias if absent). Result: Done.
 type DeleteAlias struct {
+	command
 	Time    int64  `json:"t"`
 	Address string `json:"address"`
 }
 
 // CreateMailbox creates a mailbox and any missing parents (parents get no
-// special use and are not subscribed). Result: MailboxResult.
+// special use and are not subscribed). With MaxMailboxes set (filled in by
+// the proposer from its configuration) the account may not end up with more
+// mailboxes than that: ErrTooManyMailboxes. Result: MailboxResult.
 type CreateMailbox struct {
-	Time       int64      `json:"t"`
-	Account    string     `json:"account"`
-	Name       string     `json:"name"`
-	SpecialUse SpecialUse `json:"special_use,omitempty"`
-	Subscribe  bool       `json:"subscribe,omitempty"`
+	command
+	Time         int64      `json:"t"`
+	Account      string     `json:"account"`
+	Name         string     `json:"name"`
+	SpecialUse   SpecialUse `json:"special_use,omitempty"`
+	Subscribe    bool       `json:"subscribe,omitempty"`
+	MaxMailboxes int        `json:"max_mailboxes,omitempty"` // 0: no limit (every entry before the limit existed)
 }
 
 // DeleteMailbox deletes a mailbox without children and its messages. INBOX
 // cannot be deleted; subscriptions are left alone (RFC 3501). Result: Done.
 type DeleteMailbox struct {
+	command
 	Time    int64  `json:"t"`
 	Account string `json:"account"`
 	Name    string `json:"name"`
@@ -155,17 +127,22 @@ type DeleteMailbox struct {
 // subscriptions of renamed names along. Renaming INBOX instead creates the
 // new mailbox, moves INBOX's messages into it with new UIDs and leaves INBOX
 // empty; INBOX's children stay. Result: MailboxResult (the renamed mailbox,
-// or the new one for INBOX).
+// or the new one for INBOX). MaxMailboxes limits the account's mailboxes
+// as for CreateMailbox when the rename creates any (parents, or INBOX's new
+// mailbox).
 type RenameMailbox struct {
-	Time    int64  `json:"t"`
-	Account string `json:"account"`
-	OldName string `json:"old_name"`
-	NewName string `json:"new_name"`
+	command
+	Time         int64  `json:"t"`
+	Account      string `json:"account"`
+	OldName      string `json:"old_name"`
+	NewName      string `json:"new_name"`
+	MaxMailboxes int    `json:"max_mailboxes,omitempty"` // 0: no limit
 }
 
 // SetSubscribed adds or removes a name from the account's subscriptions;
 // the mailbox need not exist. Result: Done.
 type SetSubscribed struct {
+	command
 	Time       int64  `json:"t"`
 	Account    string `json:"account"`
 	Name       string `json:"name"`
@@ -185,6 +162,7 @@ type DeliverTarget struct {
 // referenced once per stored copy. Result: DeliverResult, one entry per
 // target in order.
 type Deliver struct {
+	command
 	Time         int64           `json:"t"`
 	Blob         BlobID          `json:"blob"`
 	Size         int64           `json:"size"`
@@ -196,6 +174,7 @@ type Deliver struct {
 // Append stores one message in a mailbox of Account (IMAP APPEND); quota is
 // enforced. Result: AppendResult.
 type Append struct {
+	command
 	Time         int64     `json:"t"`
 	Account      string    `json:"account"`
 	MailboxID    uint64    `json:"mailbox"`
@@ -210,6 +189,7 @@ type Append struct {
 // UIDs that no longer exist are skipped. The destination account's quota
 // must hold all copies, else nothing is copied. Result: CopyResult.
 type Copy struct {
+	command
 	Time          int64  `json:"t"`
 	SourceMailbox uint64 `json:"src"`
 	UIDs          UIDSet `json:"uids"`
@@ -219,6 +199,7 @@ type Copy struct {
 // Move is Copy followed by expunging the originals, without a quota check.
 // Source and destination must differ. Result: CopyResult.
 type Move struct {
+	command
 	Time          int64  `json:"t"`
 	SourceMailbox uint64 `json:"src"`
 	UIDs          UIDSet `json:"uids"`
@@ -229,6 +210,7 @@ type Move struct {
 // UnchangedSince set (CONDSTORE), messages whose MODSEQ is above it are left
 // alone and reported as Modified. Result: FlagsResult.
 type SetFlags struct {
+	command
 	Time           int64   `json:"t"`
 	MailboxID      uint64  `json:"mailbox"`
 	UIDs           UIDSet  `json:"uids"`
@@ -242,6 +224,7 @@ type SetFlags struct {
 // (UID EXPUNGE). Without OnlyDeleted: exactly the given UIDs (POP3); no UIDs
 // then removes nothing. Result: ExpungeResult.
 type Expunge struct {
+	command
 	Time        int64  `json:"t"`
 	MailboxID   uint64 `json:"mailbox"`
 	UIDs        UIDSet `json:"uids,omitempty"`
@@ -252,6 +235,7 @@ type Expunge struct {
 // UIDNEXT: messages with UID ≥ the returned watermark are \Recent for the
 // session that claimed them. Result: RecentResult.
 type ClaimRecent struct {
+	command
 	Time      int64  `json:"t"`
 	MailboxID uint64 `json:"mailbox"`
 }
@@ -260,114 +244,8 @@ type ClaimRecent struct {
 // zero before Before (unix nanos), oldest first, at most Limit (0: all).
 // Result: PurgeResult listing the forgotten blobs, whose files may go.
 type PurgeBlobs struct {
+	command
 	Time   int64 `json:"t"`
 	Before int64 `json:"before"`
 	Limit  int   `json:"limit,omitempty"`
-}
-
-func (AddDomain) commandType() byte          { return typeAddDomain }
-func (DeleteDomain) commandType() byte       { return typeDeleteDomain }
-func (SetCatchAll) commandType() byte        { return typeSetCatchAll }
-func (AddAccount) commandType() byte         { return typeAddAccount }
-func (DeleteAccount) commandType() byte      { return typeDeleteAccount }
-func (SetPassword) commandType() byte        { return typeSetPassword }
-func (SetQuota) commandType() byte           { return typeSetQuota }
-func (SetAccountDisabled) commandType() byte { return typeSetAccountDisabled }
-func (SetForwarding) commandType() byte      { return typeSetForwarding }
-func (SetAlias) commandType() byte           { return typeSetAlias }
-func (DeleteAlias) commandType() byte        { return typeDeleteAlias }
-func (CreateMailbox) commandType() byte      { return typeCreateMailbox }
-func (DeleteMailbox) commandType() byte      { return typeDeleteMailbox }
-func (RenameMailbox) commandType() byte      { return typeRenameMailbox }
-func (SetSubscribed) commandType() byte      { return typeSetSubscribed }
-func (Deliver) commandType() byte            { return typeDeliver }
-func (Append) commandType() byte             { return typeAppend }
-func (Copy) commandType() byte               { return typeCopy }
-func (Move) commandType() byte               { return typeMove }
-func (SetFlags) commandType() byte           { return typeSetFlags }
-func (Expunge) commandType() byte            { return typeExpunge }
-func (ClaimRecent) commandType() byte        { return typeClaimRecent }
-func (PurgeBlobs) commandType() byte         { return typePurgeBlobs }
-
-// Encode turns a command into the bytes to propose.
-func Encode(cmd Command) ([]byte, error) {
-	if cmd == nil {
-		return nil, fmt.Errorf("state: encode nil command")
-	}
-	payload, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("state: encode %T: %w", cmd, err)
-	}
-	out := make([]byte, 0, 1+len(payload))
-	out = append(out, cmd.commandType())
-	return append(out, payload...), nil
-}
-
-// Decode parses bytes made by Encode into a pointer (*Deliver, …). An
-// unknown type byte gives
-// ErrUnknownCommand; a payload with unknown fields is an error too.
-func Decode(data []byte) (Command, error) {
-	if len(data) == 0 {
-		return nil, fmt.Errorf("%w: empty command", ErrUnknownCommand)
-	}
-	var cmd Command
-	switch data[0] {
-	case typeAddDomain:
-		cmd = &AddDomain{}
-	case typeDeleteDomain:
-		cmd = &DeleteDomain{}
-	case typeSetCatchAll:
-		cmd = &SetCatchAll{}
-	case typeAddAccount:
-		cmd = &AddAccount{}
-	case typeDeleteAccount:
-		cmd = &DeleteAccount{}
-	case typeSetPassword:
-		cmd = &SetPassword{}
-	case typeSetQuota:
-		cmd = &SetQuota{}
-	case typeSetAccountDisabled:
-		cmd = &SetAccountDisabled{}
-	case typeSetForwarding:
-		cmd = &SetForwarding{}
-	case typeSetAlias:
-		cmd = &SetAlias{}
-	case typeDeleteAlias:
-		cmd = &DeleteAlias{}
-	case typeCreateMailbox:
-		cmd = &CreateMailbox{}
-	case typeDeleteMailbox:
-		cmd = &DeleteMailbox{}
-	case typeRenameMailbox:
-		cmd = &RenameMailbox{}
-	case typeSetSubscribed:
-		cmd = &SetSubscribed{}
-	case typeDeliver:
-		cmd = &Deliver{}
-	case typeAppend:
-		cmd = &Append{}
-	case typeCopy:
-		cmd = &Copy{}
-	case typeMove:
-		cmd = &Move{}
-	case typeSetFlags:
-		cmd = &SetFlags{}
-	case typeExpunge:
-		cmd = &Expunge{}
-	case typeClaimRecent:
-		cmd = &ClaimRecent{}
-	case typePurgeBlobs:
-		cmd = &PurgeBlobs{}
-	default:
-		return nil, fmt.Errorf("%w 0x%02x", ErrUnknownCommand, data[0])
-	}
-	dec := json.NewDecoder(bytes.NewReader(data[1:]))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(cmd); err != nil {
-		return nil, fmt.Errorf("state: decode command 0x%02x: %w", data[0], err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("state: decode command 0x%02x: trailing data", data[0])
-	}
-	return cmd, nil
 }

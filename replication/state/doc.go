@@ -21,9 +21,17 @@
 //   - A blob's reference count equals the number of message records naming
 //     it; an account's usage equals the sum of its messages' sizes; a
 //     mailbox's counters and flag indexes match its message records.
-//   - A failing command (mailbox exists, quota exceeded, …) writes nothing
-//     and is a normal result; Apply fails only for an unknown command type, a
-//     malformed payload or a storage error, and then the node must stop.
+//   - A failing command (mailbox exists, quota exceeded, too many
+//     mailboxes, …) writes nothing and is a normal result; Apply fails only
+//     for an unknown command type, a malformed payload or a storage error,
+//     and then the node must stop. The one exception: an unknown type whose
+//     byte carries the ignore-if-unknown flag (0x80, an advisory command of
+//     a newer version) is skipped, logged once per type.
+//
+// Every command kind is one entry in commandKinds (kinds.go): its type
+// byte, payload type, handler, result kind and whether it changes
+// addressing. Adding a command is a payload type (commands.go), a handler
+// and that entry; nothing else switches on the kind.
 //
 // What it must never do: write outside Apply and Restore, hash passwords,
 // touch blob bytes, or import anything from the project but consensus.

@@ -27,6 +27,7 @@ var (
 	ErrExhausted         = errors.New("state: identifier space exhausted")
 	ErrNoSuchMessage     = errors.New("state: no such message")
 	ErrNoSuchBlob        = errors.New("state: no such blob")
+	ErrTooManyMailboxes  = errors.New("state: the account has as many mailboxes as it may have")
 
 	// ErrUnknownCommand is returned by Decode and Apply for a command type
 	// byte this version does not know; the node must stop rather than diverge.
@@ -61,6 +62,7 @@ const (
 	CodeExhausted
 	CodeNoSuchMessage
 	CodeNoSuchBlob
+	CodeTooManyMailboxes
 )
 
 // codeErrs is indexed by Code; it is never written after initialisation.
@@ -85,6 +87,7 @@ var codeErrs = [...]error{
 	CodeExhausted:         ErrExhausted,
 	CodeNoSuchMessage:     ErrNoSuchMessage,
 	CodeNoSuchBlob:        ErrNoSuchBlob,
+	CodeTooManyMailboxes:  ErrTooManyMailboxes,
 }
 
 // Err returns the sentinel error for c (nil for CodeOK). A code from a newer

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,6 +33,9 @@ type Options struct {
 	// virtual memory). While the file fits, a long snapshot read never
 	// blocks Apply on a remap.
 	InitialMmapSize int
+	// Logger receives the one warning per kind about skipped advisory
+	// commands of a newer version (default: discarded).
+	Logger *slog.Logger
 	// NoSync turns off fsync. For tests and benchmarks only: it breaks the
 	// durability promise.
 	NoSync bool
@@ -50,11 +54,15 @@ type FSM struct {
 	applied atomic.Uint64
 	term    atomic.Uint64
 	// addressing: an index at or after the last applied entry that
-	// changesAddressing (exact while running; the applied index after an
+	// is of an addressing kind (exact while running; the applied index after an
 	// open or a restore, which is later and so safe to wait for).
 	addressing atomic.Uint64
 
 	dedupWindow uint64 // DedupWindow; tests shrink it
+
+	// skippedKinds[t] is set once an unknown advisory kind t was skipped
+	// and logged.
+	skippedKinds [0x80]atomic.Bool
 }
 
 var _ consensus.StateMachine = (*FSM)(nil)
@@ -63,6 +71,9 @@ var _ consensus.StateMachine = (*FSM)(nil)
 func Open(path string, opts Options) (*FSM, error) {
 	if opts.InitialMmapSize <= 0 {
 		opts.InitialMmapSize = 1 << 30
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("state: open: %w", err)
@@ -215,6 +226,12 @@ func (f *FSM) applyLocked(entries []consensus.Entry) ([][]byte, []Event, error) 
 	}
 	if a.addressing != 0 {
 		f.addressing.Store(a.addressing)
+	}
+	for _, t := range a.skipped {
+		if !f.skippedKinds[t&^ignoreIfUnknown].Swap(true) {
+			f.opts.Logger.Warn("state: skipping a command kind this version does not know; it is marked ignore-if-unknown (upgrade this node)",
+				"type", fmt.Sprintf("0x%02x", t&^ignoreIfUnknown))
+		}
 	}
 	f.applied.Store(applied)
 	f.term.Store(term)

@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 )
 
 // Result is the decoded outcome of one applied command. Err returns the
@@ -10,7 +11,7 @@ import (
 // nil. Deliver's per-target failures are in its Targets, not in Err.
 type Result interface {
 	Err() error
-	resultType() byte
+	isResult()
 }
 
 // Status carries a command's error code; every result embeds it.
@@ -20,19 +21,8 @@ type Status struct {
 
 func (s Status) Err() error { return s.Code.Err() }
 
-// Result type bytes. Never renumber or reuse.
-const (
-	resultDone    byte = 0x01
-	resultAccount byte = 0x02
-	resultMailbox byte = 0x03
-	resultDeliver byte = 0x04
-	resultAppend  byte = 0x05
-	resultCopy    byte = 0x06
-	resultFlags   byte = 0x07
-	resultExpunge byte = 0x08
-	resultRecent  byte = 0x09
-	resultPurge   byte = 0x0a
-)
+func (Status) isResult()             {}
+func (s *Status) setStatus(v Status) { *s = v }
 
 // Done is the result of commands that return nothing but success or failure.
 type Done struct {
@@ -122,24 +112,60 @@ type PurgeResult struct {
 	Blobs []BlobID `json:"blobs,omitempty"`
 }
 
-func (Done) resultType() byte          { return resultDone }
-func (AccountResult) resultType() byte { return resultAccount }
-func (MailboxResult) resultType() byte { return resultMailbox }
-func (DeliverResult) resultType() byte { return resultDeliver }
-func (AppendResult) resultType() byte  { return resultAppend }
-func (CopyResult) resultType() byte    { return resultCopy }
-func (FlagsResult) resultType() byte   { return resultFlags }
-func (ExpungeResult) resultType() byte { return resultExpunge }
-func (RecentResult) resultType() byte  { return resultRecent }
-func (PurgeResult) resultType() byte   { return resultPurge }
+// resultKinds is the table of result kinds, by type byte (never renumber
+// or reuse). It is never written after initialisation.
+var resultKinds = indexResults(
+	resultDef[Done](0x01),
+	resultDef[AccountResult](0x02),
+	resultDef[MailboxResult](0x03),
+	resultDef[DeliverResult](0x04),
+	resultDef[AppendResult](0x05),
+	resultDef[CopyResult](0x06),
+	resultDef[FlagsResult](0x07),
+	resultDef[ExpungeResult](0x08),
+	resultDef[RecentResult](0x09),
+	resultDef[PurgeResult](0x0a),
+)
+
+type resultKind struct {
+	typ    byte
+	goType reflect.Type
+	decode func(body []byte) (Result, error)
+}
+
+func resultDef[R Result](typ byte) resultKind {
+	return resultKind{typ: typ, goType: reflect.TypeFor[R](), decode: decodeAs[R]}
+}
+
+type resultIndex struct {
+	byType   [256]*resultKind
+	byGoType map[reflect.Type]*resultKind
+}
+
+func indexResults(kinds ...resultKind) *resultIndex {
+	ix := &resultIndex{byGoType: make(map[reflect.Type]*resultKind, len(kinds))}
+	for i := range kinds {
+		k := &kinds[i]
+		if ix.byType[k.typ] != nil || ix.byGoType[k.goType] != nil {
+			panic(fmt.Sprintf("state: result %s reuses type byte 0x%02x or its type", k.goType.Name(), k.typ))
+		}
+		ix.byType[k.typ] = k
+		ix.byGoType[k.goType] = k
+	}
+	return ix
+}
 
 // encodeResult is deterministic: fixed field order, no maps.
 func encodeResult(r Result) ([]byte, error) {
+	k := resultKinds.byGoType[reflect.TypeOf(r)]
+	if k == nil {
+		return nil, fmt.Errorf("state: encode result %T: not in the table of result kinds", r)
+	}
 	payload, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("state: encode result %T: %w", r, err)
 	}
-	return append([]byte{r.resultType()}, payload...), nil
+	return append([]byte{k.typ}, payload...), nil
 }
 
 // DecodeResult parses the bytes Apply returned for one entry. It returns a
@@ -148,36 +174,11 @@ func DecodeResult(data []byte) (Result, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("state: empty result")
 	}
-	var (
-		r   Result
-		err error
-	)
-	body := data[1:]
-	switch data[0] {
-	case resultDone:
-		r, err = decodeAs[Done](body)
-	case resultAccount:
-		r, err = decodeAs[AccountResult](body)
-	case resultMailbox:
-		r, err = decodeAs[MailboxResult](body)
-	case resultDeliver:
-		r, err = decodeAs[DeliverResult](body)
-	case resultAppend:
-		r, err = decodeAs[AppendResult](body)
-	case resultCopy:
-		r, err = decodeAs[CopyResult](body)
-	case resultFlags:
-		r, err = decodeAs[FlagsResult](body)
-	case resultExpunge:
-		r, err = decodeAs[ExpungeResult](body)
-	case resultRecent:
-		r, err = decodeAs[RecentResult](body)
-	case resultPurge:
-		r, err = decodeAs[PurgeResult](body)
-	default:
+	k := resultKinds.byType[data[0]]
+	if k == nil {
 		return nil, fmt.Errorf("state: unknown result type 0x%02x", data[0])
 	}
-	return r, err
+	return k.decode(data[1:])
 }
 
 func decodeAs[T Result](body []byte) (Result, error) {

@@ -518,14 +518,11 @@ func TestCommands(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_ = s.View(func(tx *state.Tx) error {
-					m, err := tx.Message(mb.ID, p.uid)
-					if err != nil {
-						t.Fatalf("%s UID %d: %v", p.mb, p.uid, err)
-					}
-					blobs = append(blobs, m.Blob)
-					return nil
-				})
+				m, err := s.LoadMessages(ctxT(t), u, mb.ID, []uint32{p.uid}, false)
+				if err != nil || !m[0].Found {
+					t.Fatalf("%s UID %d: %v", p.mb, p.uid, err)
+				}
+				blobs = append(blobs, m[0].Blob)
 			}
 			if blobs[0] != blobs[1] {
 				t.Fatalf("%s/%d and %s/%d are different bodies", mailboxA, uidA, mailboxB, uidB)
