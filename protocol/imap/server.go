@@ -144,6 +144,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewLimiter(auth.LimiterOptions{})
+	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, err
