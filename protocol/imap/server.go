@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/listen"
 	"github.com/mailcluster/mailcluster/replication"
 )
 
@@ -77,6 +78,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port.
+	// Default 30s.
+	HandshakeTimeout time.Duration
 }
 
 // capabilities is everything advertised beyond what imapserver adds on its
@@ -219,70 +223,54 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) acceptLoop(ln net.Listener, implicitTLS bool) error {
+	// The shared accept loop: temporary errors (EMFILE too) retried, the
+	// connection limits, and on port 993 the TLS handshake within its
+	// deadline (a real *tls.Conn, so the library knows it is encrypted: it
+	// allows LOGIN and offers no STARTTLS).
+	opts := listen.Options{
+		Name: "imap", Limit: s.limit, HandshakeTimeout: s.cfg.HandshakeTimeout, Logger: s.log,
+		Wrap: s.track,
+		Refuse: func(c net.Conn, _ auth.Refusal) {
+			s.m.rejected.Inc()
+			if !implicitTLS {
+				_, _ = c.Write([]byte("* BYE Too many connections, try again later\r\n"))
+			}
+		},
+	}
+	if implicitTLS {
+		opts.Name, opts.TLS = "imaps", s.cfg.TLS
+	}
+	l := listen.New(ln, opts)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		_ = l.Close()
 		return net.ErrClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.listeners, ln)
+		delete(s.listeners, l)
 		s.mu.Unlock()
+		_ = l.Close()
 	}()
 	s.start()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			if s.isClosed() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "in", delay)
-				select {
-				case <-time.After(delay):
-				case <-s.ctx.Done():
-					return nil
-				}
-				continue
-			}
 			return fmt.Errorf("imap: accept: %w", err)
 		}
-		delay = 0
-		s.admit(c, implicitTLS)
+		s.route(c)
 	}
 }
 
-// isTemporaryAccept reports accept errors worth retrying (out of file
-// descriptors, a connection reset before accept).
-func isTemporaryAccept(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "too many open files") || strings.Contains(msg, "connection reset") ||
-		strings.Contains(msg, "connection aborted")
-}
-
-// admit applies the connection limits and hands the connection to the
-// imapserver instance that matches its plain-text-password rule.
-func (s *Server) admit(raw net.Conn, implicitTLS bool) {
-	var free func()
-	if !s.isClosed() {
-		free, _ = s.limit.Admit(auth.ClientIP(raw.RemoteAddr()))
-	}
-	if free == nil {
-		s.m.rejected.Inc()
-		go func() {
-			if !implicitTLS {
-				_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = raw.Write([]byte("* BYE Too many connections, try again later\r\n"))
-			}
-			_ = raw.Close()
-		}()
-		return
-	}
+// track registers an admitted connection so Close can end it; closing it
+// frees its connection slot.
+func (s *Server) track(raw net.Conn, free func()) net.Conn {
 	tracked := &trackedConn{Conn: raw}
 	tracked.release = func() {
 		s.mu.Lock()
@@ -293,14 +281,14 @@ func (s *Server) admit(raw net.Conn, implicitTLS bool) {
 	s.mu.Lock()
 	s.conns[tracked] = struct{}{}
 	s.mu.Unlock()
-	var conn net.Conn = tracked
+	return tracked
+}
+
+// route hands an admitted connection to the imapserver instance that
+// matches its plain-text-password rule.
+func (s *Server) route(conn net.Conn) {
 	target := s.strictLn
-	switch {
-	case implicitTLS:
-		// A real *tls.Conn, so the library knows it is encrypted: it allows
-		// LOGIN and offers no STARTTLS.
-		conn = tls.Server(tracked, s.cfg.TLS)
-	case auth.PlaintextAllowed(raw.RemoteAddr(), false):
+	if _, isTLS := conn.(*tls.Conn); !isTLS && auth.PlaintextAllowed(conn.RemoteAddr(), false) {
 		target = s.loopbackLn
 	}
 	if !target.deliver(conn, s.ctx.Done()) {
