@@ -103,6 +103,7 @@ type Limiter struct {
 
 	checking chan struct{} // a slot per password check running
 	checks   atomic.Uint64 // password checks made
+	observed atomic.Uint64 // failures reported by other nodes
 	share    atomic.Pointer[func(Failure)]
 
 	mu       sync.Mutex

@@ -158,8 +158,12 @@ func (l *Limiter) Share(send func(Failure)) {
 // made here: it counts towards blocking the address and slowing the
 // account. It is not shared again.
 func (l *Limiter) Observe(f Failure) {
+	l.observed.Add(1)
 	l.Failed(f.IP, f.Account)
 }
+
+// Observed is the number of failures other nodes reported (Observe).
+func (l *Limiter) Observed() uint64 { return l.observed.Load() }
 
 // Checks is the number of passwords checked (hashed) so far.
 func (l *Limiter) Checks() uint64 { return l.checks.Load() }
