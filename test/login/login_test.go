@@ -3,6 +3,7 @@ package login_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -267,4 +268,8 @@ func TestParallelBadLoginsHashAtMostTheLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+func tlsDial(addr string, cfg *tls.Config) (*tls.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", addr, cfg)
 }
