@@ -118,12 +118,13 @@ func (n *Node) clientServices() []*service {
 			},
 			start: func(d sharedDeps) (err error) {
 				opts := cfg.POP3
-				if opts.HandshakeTimeout == 0 {
+				if opts.HandshakeTimeout == 0 { // STLS: the same as port 995 unless set
 					opts.HandshakeTimeout = cfg.TLSHandshakeTimeout
 				}
 				pop3Srv, err = pop3.NewServer(pop3.Config{
 					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
 					Logger: n.log.With("proto", "pop3"), Metrics: d.metrics, Options: opts,
+					HandshakeTimeout: cfg.TLSHandshakeTimeout,
 				})
 				return err
 			},

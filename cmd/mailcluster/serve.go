@@ -175,8 +175,11 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			Window:          time.Duration(s.AuthWindow),
 			Block:           time.Duration(s.AuthBlock),
 			FailDelay:       time.Duration(s.AuthFailDelay),
+
+			MaxConcurrentChecks: s.AuthMaxChecks,
 		},
-		Logger: logger,
+		TLSHandshakeTimeout: time.Duration(s.TLSHandshakeTimeout),
+		Logger:              logger,
 	}, nil
 }
 

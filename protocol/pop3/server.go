@@ -1,6 +1,7 @@
 package pop3
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,8 +26,7 @@ type Options struct {
 	// bounds how long one write of a reply may block. RFC 1939 requires at
 	// least 10 minutes; shorter values are raised to that. Default 10m.
 	IdleTimeout time.Duration
-	// HandshakeTimeout bounds a TLS handshake (port 995, or after STLS).
-	// Default 30s.
+	// HandshakeTimeout bounds a TLS handshake after STLS. Default 30s.
 	HandshakeTimeout time.Duration
 	// LeaveUnseen keeps RETR from marking messages \Seen. By default every
 	// message RETR sent in full (and QUIT did not delete) is marked \Seen
@@ -89,6 +89,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port
+	// (995). Default: Options.HandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // Server serves POP3 on any number of listeners.
@@ -103,6 +106,8 @@ type Server struct {
 	sizes    *sizeCache
 	// idle is opts.IdleTimeout; in-package tests shorten it.
 	idle time.Duration
+	// implicitHandshake bounds the handshake on port 995.
+	implicitHandshake time.Duration
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -142,7 +147,7 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 	}
 	opts := cfg.Options.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		hostname:  cfg.Hostname,
 		tls:       cfg.TLS,
 		store:     st,
@@ -157,7 +162,9 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[net.Conn]struct{}),
 		limit:     auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
-	}, nil
+	}
+	s.implicitHandshake = cmp.Or(cfg.HandshakeTimeout, opts.HandshakeTimeout)
+	return s, nil
 }
 
 // Serve serves plain connections that may upgrade with STLS (port 110).
@@ -179,7 +186,7 @@ func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error
 	// connection limits, and on port 995 the TLS handshake within its
 	// deadline.
 	opts := listen.Options{
-		Name: endpoint, Limit: s.limit, HandshakeTimeout: s.opts.HandshakeTimeout, Logger: s.log,
+		Name: endpoint, Limit: s.limit, HandshakeTimeout: s.implicitHandshake, Logger: s.log,
 		Wrap: func(c net.Conn, release func()) net.Conn {
 			s.metrics.connections.WithLabelValues(endpoint).Inc()
 			return listen.Releasing(c, release)

@@ -79,9 +79,9 @@ func newCluster(t *testing.T, nodes int, limits auth.LimiterOptions, change func
 type outcome int
 
 const (
-	loggedIn outcome = iota
-	wrong            // wrong user name or password
-	throttled        // too many failed logins from this address
+	loggedIn  outcome = iota
+	wrong             // wrong user name or password
+	throttled         // too many failed logins from this address
 	other
 )
 
