@@ -93,6 +93,7 @@ type settings struct {
 	IMAPMaxMessageSize      string   `toml:"imap_max_message_size" help:"largest IMAP APPEND, advertised as APPENDLIMIT (default: max_message_size)"`
 	IMAPBodyCache           string   `toml:"imap_body_cache" help:"memory for recently fetched message bodies, e.g. 64M; off to disable"`
 	IMAPShutdownGrace       duration `toml:"imap_shutdown_grace" help:"how long a stopping node waits for IMAP sessions to end"`
+	IMAPLoginIdleTimeout    duration `toml:"imap_login_idle_timeout" help:"close an IMAP connection not logged in after this long without input"`
 
 	POP3IdleTimeout         duration `toml:"pop3_idle_timeout" help:"close a POP3 session idle this long, without deleting (at least 10m, RFC 1939)"`
 	POP3HandshakeTimeout    duration `toml:"pop3_handshake_timeout" help:"how long a POP3 STLS handshake may take (default: tls_handshake_timeout)"`

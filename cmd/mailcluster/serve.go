@@ -189,6 +189,7 @@ func imapOptions(s settings) (imap.Options, error) {
 		MaxConnections:      s.IMAPMaxConnections,
 		MaxConnectionsPerIP: s.IMAPMaxConnectionsPerIP,
 		ShutdownGrace:       time.Duration(s.IMAPShutdownGrace),
+		LoginIdleTimeout:    time.Duration(s.IMAPLoginIdleTimeout),
 	}
 	var err error
 	if o.MaxMessageSize, err = parseSize(s.IMAPMaxMessageSize); err != nil {

@@ -37,6 +37,9 @@ type Options struct {
 	// ShutdownGrace is how long Close waits for sessions to end after
 	// their connections were closed. Default 10s.
 	ShutdownGrace time.Duration
+	// LoginIdleTimeout closes a connection that has not logged in after
+	// this long without sending anything. Default 30s.
+	LoginIdleTimeout time.Duration
 	// BodyCacheBytes is the memory for recently fetched message bodies
 	// (bodies up to 1/16 of it, at most 4 MiB, are kept). Default 64 MiB;
 	// negative turns the cache off.
@@ -59,6 +62,9 @@ func (o Options) withDefaults(store *replication.Store) Options {
 	o.MaxMessageSize = min(o.MaxMessageSize, 1<<32-1)
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
+	}
+	if o.LoginIdleTimeout <= 0 {
+		o.LoginIdleTimeout = 30 * time.Second
 	}
 	switch {
 	case o.BodyCacheBytes == 0:
@@ -271,7 +277,7 @@ func (s *Server) acceptLoop(ln net.Listener, implicitTLS bool) error {
 // track registers an admitted connection so Close can end it; closing it
 // frees its connection slot.
 func (s *Server) track(raw net.Conn, free func()) net.Conn {
-	tracked := &trackedConn{Conn: raw}
+	tracked := &trackedConn{Conn: raw, preLogin: s.opts.LoginIdleTimeout, active: time.Now()}
 	tracked.release = func() {
 		s.mu.Lock()
 		delete(s.conns, tracked)
@@ -344,11 +350,67 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// trackedConn releases its connection slot once, when closed.
+// trackedConn releases its connection slot once, when closed. Until its
+// client logs in, it also caps every read deadline at preLogin after the
+// client last sent anything: imapserver gives an idle client 30 s twice
+// over (once waiting for input, then again for the command), so a silent
+// connection lasted 60 s.
 type trackedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+
+	preLogin time.Duration
+	loggedIn atomic.Bool
+	mu       sync.Mutex
+	active   time.Time // the client last sent bytes (or connected)
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.loggedIn.Load() {
+		c.mu.Lock()
+		c.active = time.Now()
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.preLogin > 0 && !c.loggedIn.Load() {
+		c.mu.Lock()
+		limit := c.active.Add(c.preLogin)
+		c.mu.Unlock()
+		if t.IsZero() || t.After(limit) {
+			t = limit
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// setLoggedIn tells the connection under an imapserver connection whether
+// its client is logged in (the pre-login idle limit applies until then).
+func setLoggedIn(nc net.Conn, in bool) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*trackedConn)
+	if !ok {
+		return
+	}
+	if !in {
+		c.mu.Lock()
+		c.active = time.Now()
+		c.mu.Unlock()
+	}
+	c.loggedIn.Store(in)
 }
 
 func (c *trackedConn) Close() error {

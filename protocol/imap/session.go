@@ -200,6 +200,7 @@ func (s *session) login(username, password string) error {
 		return s.fail(err)
 	}
 	s.srv.m.logins.WithLabelValues("ok").Inc()
+	setLoggedIn(s.conn.NetConn(), true)
 	s.account = acct.Address
 	s.acctSub = s.store.Feed().SubscribeAccount(acct.Address)
 	s.log = s.log.With("account", acct.Address)
@@ -214,6 +215,7 @@ func (s *session) Unauthenticate() error {
 			s.acctSub = nil
 		}
 		s.account = ""
+		setLoggedIn(s.conn.NetConn(), false)
 		return nil
 	})
 }

@@ -1,8 +1,10 @@
 package login_test
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +49,34 @@ func TestSilentClientOnImplicitTLSPortIsDropped(t *testing.T) {
 			t.Errorf("%s: greeting %q, %v", ep, buf, err)
 		}
 		_ = conn.Close()
+	}
+}
+
+// A connection that does not log in is closed after the pre-login idle
+// limit (imapserver alone allowed twice its 30 s), and one that logged in
+// is not.
+func TestIMAPPreLoginIdleLimit(t *testing.T) {
+	c := newCluster(t, 1, auth.LimiterOptions{}, func(cfg *node.Config) {
+		cfg.IMAP.LoginIdleTimeout = 300 * time.Millisecond
+	})
+	addr := c.Node(0).Endpoint(node.EndpointIMAP)
+	in, r := dial(t, addr)
+	defer in.Close()
+	line(r)
+	fmt.Fprintf(in, "a LOGIN %q %q\r\n", user, password)
+	if l := line(r); !strings.HasPrefix(l, "a OK") {
+		t.Fatalf("login: %q", l)
+	}
+	silent, sr := dial(t, addr)
+	defer silent.Close()
+	line(sr) // greeting
+	_ = silent.SetReadDeadline(time.Now().Add(silentWait))
+	if _, err := io.ReadAll(silent); err != nil {
+		t.Fatalf("a silent client that did not log in was not dropped: %v", err)
+	}
+	// The logged-in client was just as idle, for longer.
+	fmt.Fprintf(in, "b NOOP\r\n")
+	if l := line(r); !strings.HasPrefix(l, "b OK") {
+		t.Fatalf("logged-in client after the pre-login limit: %q", l)
 	}
 }
