@@ -319,12 +319,20 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
+	listeners := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
+		listeners = append(listeners, ln)
+	}
+	s.mu.Unlock()
+	// Outside s.mu: closing waits for the accept loop, which may be
+	// registering a connection (track takes s.mu).
+	var errs []error
+	for _, ln := range listeners {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
+	s.mu.Lock()
 	conns := make([]*trackedConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
