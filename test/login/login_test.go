@@ -228,7 +228,7 @@ func TestParallelBadLoginsHashAtMostTheLimit(t *testing.T) {
 	const parallel, limit = 100, 10
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
-			c := newCluster(t, 1, auth.LimiterOptions{IPFailures: limit, FailDelay: 200 * time.Millisecond, Block: time.Hour}, nil)
+			c := newCluster(t, 1, auth.LimiterOptions{IPFailures: limit, FailDelay: 200 * time.Millisecond, Block: time.Hour, CheckWait: 2 * wait}, nil)
 			n := c.Node(0)
 			before := metric(t, n, "mailcluster_auth_password_checks_total")
 			addr := n.Endpoint(p.endpoint)
