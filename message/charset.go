@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"mime"
 	"strings"
 	"unicode/utf8"
 )
@@ -27,14 +28,50 @@ func normalizeCharset(cs string) string {
 	return cs
 }
 
-// convert turns text in charset into UTF-8. ok is false when the charset is
-// unknown; the result is then the input unchanged.
-func (p *Parser) convert(charset string, b []byte) (s string, ok bool) {
+// ToUTF8 is the one charset decoder of the server: it turns text in
+// charset into UTF-8 for the charsets it knows itself (UTF-8, US-ASCII,
+// ISO-8859-1, ISO-8859-15, Windows-1252, under their common names; an empty
+// charset is taken as US-ASCII). ok is false for any other charset; the
+// result is then the input unchanged.
+func ToUTF8(charset string, b []byte) (s string, ok bool) {
 	switch name := normalizeCharset(charset); name {
 	case "", "utf-8", "us-ascii":
 		return string(b), true
 	case "iso-8859-1", "windows-1252", "iso-8859-15":
 		return decodeSingleByte(name, b), true
+	}
+	return string(b), false
+}
+
+// DecodeHeader decodes the RFC 2047 encoded words in a header value with
+// ToUTF8. A value with a word in an unknown charset, or a malformed one,
+// is kept as written.
+func DecodeHeader(v string) string {
+	if !strings.Contains(v, "=?") {
+		return v
+	}
+	dec := mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
+		b, err := io.ReadAll(io.LimitReader(input, 1<<20))
+		if err != nil {
+			return nil, err
+		}
+		s, ok := ToUTF8(charset, b)
+		if !ok {
+			return nil, fmt.Errorf("message: unknown charset %q", charset)
+		}
+		return strings.NewReader(s), nil
+	}}
+	d, err := dec.DecodeHeader(v)
+	if err != nil {
+		return v
+	}
+	return d
+}
+
+// convert is ToUTF8, then the parser's CharsetReader for other charsets.
+func (p *Parser) convert(charset string, b []byte) (s string, ok bool) {
+	if s, ok := ToUTF8(charset, b); ok {
+		return s, true
 	}
 	if p.opts.CharsetReader != nil {
 		if r, err := p.opts.CharsetReader(strings.ToLower(charset), bytes.NewReader(b)); err == nil && r != nil {

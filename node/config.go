@@ -12,6 +12,7 @@ import (
 	"github.com/mailcluster/mailcluster/consensus"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
+	"github.com/mailcluster/mailcluster/protocol/listen"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
 	"github.com/mailcluster/mailcluster/protocol/smtp"
 )
@@ -167,6 +168,11 @@ type Config struct {
 	IMAP            imap.Options
 	POP3            pop3.Options
 	AuthLimits      auth.LimiterOptions
+	// TLSHandshakeTimeout bounds the TLS handshake on every implicit-TLS
+	// port (465, 993, 995; and STLS unless POP3.HandshakeTimeout is set):
+	// a client that connects and stays silent is dropped after it.
+	// Default 30s.
+	TLSHandshakeTimeout time.Duration
 
 	Logger *slog.Logger
 	Links  Links
@@ -207,6 +213,9 @@ func (c *Config) validate() error {
 	}
 	if c.Hostname == "" {
 		c.Hostname = c.NodeID
+	}
+	if c.TLSHandshakeTimeout <= 0 {
+		c.TLSHandshakeTimeout = listen.DefaultHandshakeTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -30,7 +30,24 @@ type gossip struct {
 	// mutated under memberlist's lock, so reading them later races.
 	alive map[string]member
 	addr  string // advertised gossip address, fixed at start
+
+	// User messages: small facts every node should hear soon but that need
+	// no Raft write (failed logins). Each is queued here, piggybacked on
+	// gossip and retransmitted a few times; loss is tolerated.
+	broadcasts *memberlist.TransmitLimitedQueue
+	handlersMu sync.Mutex
+	handlers   map[byte]func([]byte)
 }
+
+// User message kinds: the first byte of every gossip user message.
+const (
+	msgLoginFailure byte = 1
+)
+
+// maxQueuedBroadcasts bounds the user messages waiting to be gossiped; the
+// oldest are dropped first (an attack from many addresses must not grow
+// memory without end).
+const maxQueuedBroadcasts = 4096
 
 // member is a gossip member with its decoded record.
 type member struct {
@@ -39,7 +56,8 @@ type member struct {
 }
 
 func startGossip(cfg *Config, advHost string, record Record) (*gossip, error) {
-	g := &gossip{changed: make(chan struct{}, 1), record: record, alive: make(map[string]member)}
+	g := &gossip{changed: make(chan struct{}, 1), record: record, alive: make(map[string]member), handlers: make(map[byte]func([]byte))}
+	g.broadcasts = &memberlist.TransmitLimitedQueue{NumNodes: g.numAlive, RetransmitMult: 3}
 	if _, err := record.encode(); err != nil {
 		return nil, err
 	}
@@ -147,6 +165,34 @@ func (g *gossip) track(n *memberlist.Node, alive bool) {
 	g.notify()
 }
 
+// numAlive counts the members gossip sees, at least 1 (this node).
+func (g *gossip) numAlive() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(len(g.alive), 1)
+}
+
+// handle sets what to do with user messages of one kind from other nodes.
+// f gets the message without its kind byte, and must not keep it.
+func (g *gossip) handle(kind byte, f func([]byte)) {
+	g.handlersMu.Lock()
+	defer g.handlersMu.Unlock()
+	g.handlers[kind] = f
+}
+
+// broadcast gossips a user message of one kind to every other node.
+func (g *gossip) broadcast(kind byte, body []byte) {
+	msg := append([]byte{kind}, body...)
+	g.broadcasts.QueueBroadcast(userMessage(msg))
+	g.broadcasts.Prune(maxQueuedBroadcasts)
+}
+
+type userMessage []byte
+
+func (m userMessage) Invalidates(memberlist.Broadcast) bool { return false }
+func (m userMessage) Message() []byte                       { return m }
+func (m userMessage) Finished()                             {}
+
 func (g *gossip) notify() {
 	select {
 	case g.changed <- struct{}{}:
@@ -163,10 +209,25 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *delegate) NotifyMsg([]byte)                {}
-func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
-func (d *delegate) LocalState(bool) []byte          { return nil }
-func (d *delegate) MergeRemoteState([]byte, bool)   {}
+
+func (d *delegate) NotifyMsg(msg []byte) {
+	if len(msg) == 0 {
+		return
+	}
+	d.g.handlersMu.Lock()
+	f := d.g.handlers[msg[0]]
+	d.g.handlersMu.Unlock()
+	if f != nil {
+		f(msg[1:])
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.g.broadcasts.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(bool) []byte        { return nil }
+func (d *delegate) MergeRemoteState([]byte, bool) {}
 
 type events struct{ g *gossip }
 

@@ -207,6 +207,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { _ = n.gossip.list.Shutdown() })
+	n.shareLogins() // failed logins count on every node (protocols.go)
 	n.loadPeers()
 
 	n.http = &http.Server{

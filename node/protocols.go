@@ -1,9 +1,15 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
@@ -22,39 +28,140 @@ const (
 	EndpointPOP3S       = "pop3s"
 )
 
+// A service is one client protocol server and the ports it serves. Adding
+// a listener is one entry in its listeners (plus the address in Config);
+// adding a protocol is one service in clientServices. Every server takes
+// its settings from its own Config section, shares the node's login
+// limiter, and runs its ports through protocol/listen (one accept loop,
+// one connection limit per server, one TLS handshake deadline).
+type service struct {
+	name      string
+	listeners []endpoint
+	// start builds the server; afterwards each endpoint's serve works.
+	start func(shared sharedDeps) error
+	// close stops the server and every session (nil-safe: it may run
+	// after a failed start).
+	close func() error
+}
+
+// endpoint is one listening port of a service.
+type endpoint struct {
+	name  string // Endpoint… constant
+	addr  string // bind address from Config; "" leaves it off
+	tls   bool   // implicit TLS: needs a certificate
+	serve func(net.Listener) error
+}
+
+// sharedDeps is what every service gets besides its own Config section.
+type sharedDeps struct {
+	limiter *auth.Limiter
+	metrics prometheus.Registerer
+}
+
+// clientServices is the table of client protocols this node runs.
+func (n *Node) clientServices() []*service {
+	cfg := &n.cfg
+	var (
+		smtpSrv *smtp.Server
+		imapSrv *imap.Server
+		pop3Srv *pop3.Server
+	)
+	return []*service{
+		{
+			name: "smtp",
+			listeners: []endpoint{
+				{EndpointSMTP, cfg.SMTPAddr, false, func(ln net.Listener) error { return smtpSrv.ServeMX(ln) }},
+				{EndpointSubmission, cfg.SubmissionAddr, false, func(ln net.Listener) error { return smtpSrv.ServeSubmission(ln) }},
+				{EndpointSubmissions, cfg.SubmissionsAddr, true, func(ln net.Listener) error { return smtpSrv.ServeSubmissions(ln) }},
+			},
+			start: func(d sharedDeps) (err error) {
+				smtpSrv, err = smtp.NewServer(smtp.Config{
+					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
+					Logger: n.log.With("proto", "smtp"), Metrics: d.metrics, Options: cfg.SMTP,
+					HandshakeTimeout: cfg.TLSHandshakeTimeout,
+				})
+				return err
+			},
+			close: func() error {
+				if smtpSrv == nil {
+					return nil
+				}
+				return smtpSrv.Close()
+			},
+		},
+		{
+			name: "imap",
+			listeners: []endpoint{
+				{EndpointIMAP, cfg.IMAPAddr, false, func(ln net.Listener) error { return imapSrv.Serve(ln) }},
+				{EndpointIMAPS, cfg.IMAPSAddr, true, func(ln net.Listener) error { return imapSrv.ServeTLS(ln) }},
+			},
+			start: func(d sharedDeps) (err error) {
+				imapSrv, err = imap.NewServer(imap.Config{
+					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
+					Logger: n.log.With("proto", "imap"), Metrics: d.metrics, Options: cfg.IMAP,
+					HandshakeTimeout: cfg.TLSHandshakeTimeout,
+				})
+				return err
+			},
+			close: func() error {
+				if imapSrv == nil {
+					return nil
+				}
+				return imapSrv.Close()
+			},
+		},
+		{
+			name: "pop3",
+			listeners: []endpoint{
+				{EndpointPOP3, cfg.POP3Addr, false, func(ln net.Listener) error { return pop3Srv.Serve(ln) }},
+				{EndpointPOP3S, cfg.POP3SAddr, true, func(ln net.Listener) error { return pop3Srv.ServeTLS(ln) }},
+			},
+			start: func(d sharedDeps) (err error) {
+				opts := cfg.POP3
+				if opts.HandshakeTimeout == 0 { // STLS: the same as port 995 unless set
+					opts.HandshakeTimeout = cfg.TLSHandshakeTimeout
+				}
+				pop3Srv, err = pop3.NewServer(pop3.Config{
+					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
+					Logger: n.log.With("proto", "pop3"), Metrics: d.metrics, Options: opts,
+					HandshakeTimeout: cfg.TLSHandshakeTimeout,
+				})
+				return err
+			},
+			close: func() error {
+				if pop3Srv == nil {
+					return nil
+				}
+				return pop3Srv.Close()
+			},
+		},
+	}
+}
+
 // clientListeners are the open client ports by endpoint name.
 type clientListeners map[string]net.Listener
 
 // openClientListeners binds every configured client port before anything
 // serves, so a port in use stops Start with one clear line.
 func (n *Node) openClientListeners() (clientListeners, error) {
-	want := []struct {
-		name, addr string
-		tls        bool
-	}{
-		{EndpointSMTP, n.cfg.SMTPAddr, false},
-		{EndpointSubmission, n.cfg.SubmissionAddr, false},
-		{EndpointSubmissions, n.cfg.SubmissionsAddr, true},
-		{EndpointIMAP, n.cfg.IMAPAddr, false},
-		{EndpointIMAPS, n.cfg.IMAPSAddr, true},
-		{EndpointPOP3, n.cfg.POP3Addr, false},
-		{EndpointPOP3S, n.cfg.POP3SAddr, true},
-	}
+	n.protocols.services = n.clientServices()
 	out := make(clientListeners)
-	for _, w := range want {
-		if w.addr == "" {
-			continue
+	for _, svc := range n.protocols.services {
+		for _, ep := range svc.listeners {
+			if ep.addr == "" {
+				continue
+			}
+			if ep.tls && n.cfg.TLS == nil {
+				out.close()
+				return nil, fmt.Errorf("%s_addr is set but no TLS certificate is configured (tls_cert, tls_key)", ep.name)
+			}
+			ln, err := net.Listen("tcp", ep.addr)
+			if err != nil {
+				out.close()
+				return nil, fmt.Errorf("%s_addr %s: %w", ep.name, ep.addr, err)
+			}
+			out[ep.name] = ln
 		}
-		if w.tls && n.cfg.TLS == nil {
-			out.close()
-			return nil, fmt.Errorf("%s_addr is set but no TLS certificate is configured (tls_cert, tls_key)", w.name)
-		}
-		ln, err := net.Listen("tcp", w.addr)
-		if err != nil {
-			out.close()
-			return nil, fmt.Errorf("%s_addr %s: %w", w.name, w.addr, err)
-		}
-		out[w.name] = ln
 	}
 	return out, nil
 }
@@ -65,66 +172,129 @@ func (ls clientListeners) close() {
 	}
 }
 
-// protocolServers are the running client protocol servers.
+// protocolServers are the running client services and the login limiter
+// they share.
 type protocolServers struct {
-	smtp *smtp.Server
-	imap *imap.Server
-	pop3 *pop3.Server
+	services []*service
+	limiter  *auth.Limiter
 }
 
-// startProtocols builds the servers and serves every open client port.
+// startProtocols starts every service and serves its open ports.
 func (n *Node) startProtocols(ls clientListeners) error {
-	limiter := auth.NewLimiter(n.cfg.AuthLimits)
+	n.protocols.limiter = auth.NewLimiter(n.cfg.AuthLimits)
 	reg := n.metrics.registry
-	var err error
-	if n.protocols.smtp, err = smtp.NewServer(smtp.Config{
-		Store: n.store, Hostname: n.cfg.Hostname, TLS: n.cfg.TLS, Limiter: limiter,
-		Logger: n.log.With("proto", "smtp"), Metrics: reg, Options: n.cfg.SMTP,
-	}); err != nil {
-		return err
+	registerLoginMetrics(reg, n.protocols.limiter)
+	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg}
+	for _, svc := range n.protocols.services {
+		if err := svc.start(deps); err != nil {
+			return fmt.Errorf("%s: %w", svc.name, err)
+		}
 	}
-	if n.protocols.imap, err = imap.NewServer(imap.Config{
-		Store: n.store, Hostname: n.cfg.Hostname, TLS: n.cfg.TLS, Limiter: limiter,
-		Logger: n.log.With("proto", "imap"), Metrics: reg, Options: n.cfg.IMAP,
-	}); err != nil {
-		return err
-	}
-	if n.protocols.pop3, err = pop3.NewServer(pop3.Config{
-		Store: n.store, Hostname: n.cfg.Hostname, TLS: n.cfg.TLS, Limiter: limiter,
-		Logger: n.log.With("proto", "pop3"), Metrics: reg, Options: n.cfg.POP3,
-	}); err != nil {
-		return err
-	}
-	serve := map[string]func(net.Listener) error{
-		EndpointSMTP:        n.protocols.smtp.ServeMX,
-		EndpointSubmission:  n.protocols.smtp.ServeSubmission,
-		EndpointSubmissions: n.protocols.smtp.ServeSubmissions,
-		EndpointIMAP:        n.protocols.imap.Serve,
-		EndpointIMAPS:       n.protocols.imap.ServeTLS,
-		EndpointPOP3:        n.protocols.pop3.Serve,
-		EndpointPOP3S:       n.protocols.pop3.ServeTLS,
-	}
-	for name, ln := range ls {
-		n.services[name] = n.advertised(ln.Addr())
-		n.endpoints[name] = ln.Addr().String()
-		fn, ln, name := serve[name], ln, name
-		n.goLoop(func() {
-			if err := fn(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				n.log.Error("client listener stopped", "endpoint", name, "err", err)
+	for _, svc := range n.protocols.services {
+		for _, ep := range svc.listeners {
+			ln, ok := ls[ep.name]
+			if !ok {
+				continue
 			}
-		})
+			n.services[ep.name] = n.advertised(ln.Addr())
+			n.endpoints[ep.name] = ln.Addr().String()
+			serve, name := ep.serve, ep.name
+			n.goLoop(func() {
+				if err := serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+					n.log.Error("client listener stopped", "endpoint", name, "err", err)
+				}
+			})
+		}
 	}
 	return nil
 }
 
+// registerLoginMetrics exports what the shared login path counts.
+func registerLoginMetrics(reg prometheus.Registerer, lim *auth.Limiter) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "mailcluster", Name: "auth_password_checks_total",
+			Help: "Passwords checked (hashed) by this node, on every protocol."}, func() float64 { return float64(lim.Checks()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "mailcluster", Name: "auth_blocked_addresses",
+			Help: "Client addresses this node refuses logins from now (failures seen on any node count)."}, func() float64 { return float64(lim.Blocked()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "mailcluster", Name: "auth_peer_failures_total",
+			Help: "Failed logins other nodes reported through gossip."}, func() float64 { return float64(lim.Observed()) }),
+	)
+}
+
 // stopProtocols closes every client listener and session.
 func (n *Node) stopProtocols() {
-	for _, s := range []interface{ Close() error }{n.protocols.smtp, n.protocols.imap, n.protocols.pop3} {
-		if s != nil {
-			_ = s.Close()
-		}
+	for _, svc := range n.protocols.services {
+		_ = svc.close()
 	}
 }
 
 // Endpoint returns the bound address of a client endpoint ("" if off).
 func (n *Node) Endpoint(name string) string { return n.endpoints[name] }
+
+// shareLogins makes the login limiter cluster-wide: every failed login is
+// gossiped (no Raft write: it must be cheap under attack, and a lost one
+// costs one guess), and every node counts the failures others report as
+// its own. So a guesser spreading attempts over the nodes is blocked at
+// the same total as on one node. Gossip may deliver one message more than
+// once; each failure carries an ID so it is counted once.
+func (n *Node) shareLogins() {
+	g, lim := n.gossip, n.protocols.limiter
+	if g == nil || lim == nil {
+		return
+	}
+	seen := newRecentIDs(8192)
+	g.handle(msgLoginFailure, func(b []byte) {
+		var m loginFailureMsg
+		if err := json.Unmarshal(b, &m); err != nil || m.IP == "" || m.ID == "" || !seen.add(m.ID) {
+			return
+		}
+		lim.Observe(auth.Failure{IP: m.IP, Account: m.Account})
+	})
+	var seq atomic.Uint64
+	lim.Share(func(f auth.Failure) {
+		if len(f.Account) > 320 { // longer than any address: keep the packet small
+			f.Account = f.Account[:320]
+		}
+		id := n.cfg.NodeID + "/" + strconv.FormatUint(seq.Add(1), 36)
+		b, err := json.Marshal(loginFailureMsg{ID: id, IP: f.IP, Account: f.Account})
+		if err != nil {
+			return
+		}
+		g.broadcast(msgLoginFailure, b)
+	})
+}
+
+// loginFailureMsg is a failed login as gossiped.
+type loginFailureMsg struct {
+	ID      string `json:"id"` // origin node ID and a sequence number
+	IP      string `json:"ip"`
+	Account string `json:"account,omitempty"`
+}
+
+// recentIDs remembers the last n IDs added.
+type recentIDs struct {
+	mu   sync.Mutex
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// add reports whether id is new, and remembers it.
+func (r *recentIDs) add(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.set[id]; ok {
+		return false
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.next = (r.next + 1) % len(r.ring)
+	r.set[id] = struct{}{}
+	return true
+}

@@ -96,9 +96,10 @@ type settings struct {
 	IMAPMaxMessageSize      string   `toml:"imap_max_message_size" help:"largest IMAP APPEND, advertised as APPENDLIMIT (default: max_message_size)"`
 	IMAPBodyCache           string   `toml:"imap_body_cache" help:"memory for recently fetched message bodies, e.g. 64M; off or -1 to disable; empty or 0 means 64M"`
 	IMAPShutdownGrace       duration `toml:"imap_shutdown_grace" help:"how long a stopping node waits for IMAP sessions to end"`
+	IMAPLoginIdleTimeout    duration `toml:"imap_login_idle_timeout" help:"close an IMAP connection not logged in after this long without input"`
 
 	POP3IdleTimeout         duration `toml:"pop3_idle_timeout" help:"close a POP3 session idle this long, without deleting (at least 10m, RFC 1939)"`
-	POP3HandshakeTimeout    duration `toml:"pop3_handshake_timeout" help:"how long a POP3 TLS handshake (port 995 or STLS) may take"`
+	POP3HandshakeTimeout    duration `toml:"pop3_handshake_timeout" help:"how long a POP3 STLS handshake may take (default: tls_handshake_timeout)"`
 	POP3LeaveUnseen         bool     `toml:"pop3_leave_unseen" help:"POP3 RETR does not mark messages Seen for IMAP"`
 	POP3MaxLineLength       int      `toml:"pop3_max_line_length" help:"longest POP3 command line in octets, CRLF included (at least 255)"`
 	POP3MaxConnections      int      `toml:"pop3_max_connections" help:"most POP3 connections this node serves at once"`
@@ -111,6 +112,9 @@ type settings struct {
 	AuthWindow          duration `toml:"auth_window" help:"how long failed logins are remembered"`
 	AuthBlock           duration `toml:"auth_block" help:"first block of an address; doubles on each further failure"`
 	AuthFailDelay       duration `toml:"auth_fail_delay" help:"pause before answering any failed login"`
+	AuthMaxChecks       int      `toml:"auth_max_concurrent_checks" help:"passwords this node hashes at once (argon2id, 19 MiB each); more logins wait"`
+
+	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout" help:"how long a TLS handshake on an implicit-TLS port (465, 993, 995) may take"`
 
 	LogFormat string `toml:"log_format" help:"text or json"`
 	LogLevel  string `toml:"log_level" help:"debug, info, warn or error"`

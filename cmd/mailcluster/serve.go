@@ -179,8 +179,11 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			Window:          time.Duration(s.AuthWindow),
 			Block:           time.Duration(s.AuthBlock),
 			FailDelay:       time.Duration(s.AuthFailDelay),
+
+			MaxConcurrentChecks: s.AuthMaxChecks,
 		},
-		Logger: logger,
+		TLSHandshakeTimeout: time.Duration(s.TLSHandshakeTimeout),
+		Logger:              logger,
 
 		// 0 in the file means no limit; node's zero value is the default.
 		MaxMailboxesPerAccount: cmp.Or(s.MaxMailboxes, -1),
@@ -193,6 +196,7 @@ func imapOptions(s settings) (imap.Options, error) {
 		MaxConnections:      s.IMAPMaxConnections,
 		MaxConnectionsPerIP: s.IMAPMaxConnectionsPerIP,
 		ShutdownGrace:       time.Duration(s.IMAPShutdownGrace),
+		LoginIdleTimeout:    time.Duration(s.IMAPLoginIdleTimeout),
 	}
 	var err error
 	if o.MaxMessageSize, err = parseSize(s.IMAPMaxMessageSize); err != nil {

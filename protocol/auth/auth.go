@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,7 +60,14 @@ type LimiterOptions struct {
 	MaxBlock        time.Duration // default 1h
 	AccountDelay    time.Duration // default 3s
 	// FailDelay is spent before answering every failed attempt. Default 1s.
+	// The attempt is counted before the password is checked, so guesses
+	// sent during the delay (on other connections) count too.
 	FailDelay time.Duration
+	// MaxConcurrentChecks is how many password hashes (argon2id, about
+	// 19 MiB each) this node computes at once; further logins wait for a
+	// slot, at most CheckWait, then fail temporarily. Default 4.
+	MaxConcurrentChecks int
+	CheckWait           time.Duration // default 10s
 }
 
 func (o *LimiterOptions) defaults() {
@@ -79,13 +87,24 @@ func (o *LimiterOptions) defaults() {
 	def(&o.MaxBlock, time.Hour)
 	def(&o.AccountDelay, 3*time.Second)
 	def(&o.FailDelay, time.Second)
+	if o.MaxConcurrentChecks <= 0 {
+		o.MaxConcurrentChecks = 4
+	}
+	def(&o.CheckWait, 10*time.Second)
 }
 
 // Limiter throttles failed logins. One Limiter is shared by every protocol
-// of a node. Safe for concurrent use.
+// of a node, and its failures are shared with the other nodes (Share,
+// Observe), so a guesser gets the same allowance on the cluster as on one
+// node. Safe for concurrent use.
 type Limiter struct {
 	opts LimiterOptions
 	now  func() time.Time
+
+	checking chan struct{} // a slot per password check running
+	checks   atomic.Uint64 // password checks made
+	observed atomic.Uint64 // failures reported by other nodes
+	share    atomic.Pointer[func(Failure)]
 
 	mu       sync.Mutex
 	ips      map[string]*record
@@ -101,7 +120,8 @@ type record struct {
 // NewLimiter returns a Limiter.
 func NewLimiter(opts LimiterOptions) *Limiter {
 	opts.defaults()
-	return &Limiter{opts: opts, now: time.Now, ips: map[string]*record{}, accounts: map[string]*record{}}
+	return &Limiter{opts: opts, now: time.Now, ips: map[string]*record{}, accounts: map[string]*record{},
+		checking: make(chan struct{}, opts.MaxConcurrentChecks)}
 }
 
 // FailDelay is how long to wait before answering a failed attempt.
@@ -143,26 +163,38 @@ func (l *Limiter) Failed(ip, account string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if ip != "" {
-		r := l.get(l.ips, ip)
-		r.failures = append(r.failures, now)
-		l.prune(r)
-		if len(r.failures) >= l.opts.IPFailures {
-			switch {
-			case r.block == 0:
-				r.block = l.opts.Block
-			case r.block < l.opts.MaxBlock:
-				r.block = min(2*r.block, l.opts.MaxBlock)
-			}
-			r.blockedUntil = now.Add(r.block)
-		}
-	}
-	if account != "" {
-		r := l.get(l.accounts, strings.ToLower(account))
-		r.failures = append(r.failures, now)
-		l.prune(r)
-	}
+	l.failIP(ip, now)
+	l.failAccount(account, now)
 	l.gc(now)
+}
+
+// failIP counts a failure for ip and blocks it once it has IPFailures in
+// the window. Called with l.mu held.
+func (l *Limiter) failIP(ip string, now time.Time) {
+	if ip == "" {
+		return
+	}
+	r := l.get(l.ips, ip)
+	r.failures = append(r.failures, now)
+	l.prune(r)
+	if len(r.failures) >= l.opts.IPFailures {
+		switch {
+		case r.block == 0:
+			r.block = l.opts.Block
+		case r.block < l.opts.MaxBlock:
+			r.block = min(2*r.block, l.opts.MaxBlock)
+		}
+		r.blockedUntil = now.Add(r.block)
+	}
+}
+
+func (l *Limiter) failAccount(account string, now time.Time) {
+	if account == "" {
+		return
+	}
+	r := l.get(l.accounts, strings.ToLower(account))
+	r.failures = append(r.failures, now)
+	l.prune(r)
 }
 
 // Succeeded forgets an address's failures after a good login.

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/listen"
 	"github.com/mailcluster/mailcluster/replication"
 )
 
@@ -36,6 +37,9 @@ type Options struct {
 	// ShutdownGrace is how long Close waits for sessions to end after
 	// their connections were closed. Default 10s.
 	ShutdownGrace time.Duration
+	// LoginIdleTimeout closes a connection that has not logged in after
+	// this long without sending anything. Default 30s.
+	LoginIdleTimeout time.Duration
 	// BodyCacheBytes is the memory for recently fetched message bodies
 	// (bodies up to 1/16 of it, at most 4 MiB, are kept). Default 64 MiB;
 	// negative turns the cache off.
@@ -59,6 +63,9 @@ func (o Options) withDefaults(store *replication.Store) Options {
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
 	}
+	if o.LoginIdleTimeout <= 0 {
+		o.LoginIdleTimeout = 30 * time.Second
+	}
 	switch {
 	case o.BodyCacheBytes == 0:
 		o.BodyCacheBytes = 64 << 20
@@ -77,6 +84,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port.
+	// Default 30s.
+	HandshakeTimeout time.Duration
 }
 
 // capabilities is everything advertised beyond what imapserver adds on its
@@ -143,6 +153,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = auth.NewLimiter(auth.LimiterOptions{})
 	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
@@ -216,71 +229,55 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) acceptLoop(ln net.Listener, implicitTLS bool) error {
+	// The shared accept loop: temporary errors (EMFILE too) retried, the
+	// connection limits, and on port 993 the TLS handshake within its
+	// deadline (a real *tls.Conn, so the library knows it is encrypted: it
+	// allows LOGIN and offers no STARTTLS).
+	opts := listen.Options{
+		Name: "imap", Limit: s.limit, HandshakeTimeout: s.cfg.HandshakeTimeout, Logger: s.log,
+		Wrap: s.track,
+		Refuse: func(c net.Conn, _ auth.Refusal) {
+			s.m.rejected.Inc()
+			if !implicitTLS {
+				_, _ = c.Write([]byte("* BYE Too many connections, try again later\r\n"))
+			}
+		},
+	}
+	if implicitTLS {
+		opts.Name, opts.TLS = "imaps", s.cfg.TLS
+	}
+	l := listen.New(ln, opts)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		_ = l.Close()
 		return net.ErrClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.listeners, ln)
+		delete(s.listeners, l)
 		s.mu.Unlock()
+		_ = l.Close()
 	}()
 	s.start()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			if s.isClosed() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "in", delay)
-				select {
-				case <-time.After(delay):
-				case <-s.ctx.Done():
-					return nil
-				}
-				continue
-			}
 			return fmt.Errorf("imap: accept: %w", err)
 		}
-		delay = 0
-		s.admit(c, implicitTLS)
+		s.route(c)
 	}
 }
 
-// isTemporaryAccept reports accept errors worth retrying (out of file
-// descriptors, a connection reset before accept).
-func isTemporaryAccept(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "too many open files") || strings.Contains(msg, "connection reset") ||
-		strings.Contains(msg, "connection aborted")
-}
-
-// admit applies the connection limits and hands the connection to the
-// imapserver instance that matches its plain-text-password rule.
-func (s *Server) admit(raw net.Conn, implicitTLS bool) {
-	var free func()
-	if !s.isClosed() {
-		free, _ = s.limit.Admit(auth.ClientIP(raw.RemoteAddr()))
-	}
-	if free == nil {
-		s.m.rejected.Inc()
-		go func() {
-			if !implicitTLS {
-				_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = raw.Write([]byte("* BYE Too many connections, try again later\r\n"))
-			}
-			_ = raw.Close()
-		}()
-		return
-	}
-	tracked := &trackedConn{Conn: raw}
+// track registers an admitted connection so Close can end it; closing it
+// frees its connection slot.
+func (s *Server) track(raw net.Conn, free func()) net.Conn {
+	tracked := &trackedConn{Conn: raw, preLogin: s.opts.LoginIdleTimeout, active: time.Now()}
 	tracked.release = func() {
 		s.mu.Lock()
 		delete(s.conns, tracked)
@@ -290,14 +287,14 @@ func (s *Server) admit(raw net.Conn, implicitTLS bool) {
 	s.mu.Lock()
 	s.conns[tracked] = struct{}{}
 	s.mu.Unlock()
-	var conn net.Conn = tracked
+	return tracked
+}
+
+// route hands an admitted connection to the imapserver instance that
+// matches its plain-text-password rule.
+func (s *Server) route(conn net.Conn) {
 	target := s.strictLn
-	switch {
-	case implicitTLS:
-		// A real *tls.Conn, so the library knows it is encrypted: it allows
-		// LOGIN and offers no STARTTLS.
-		conn = tls.Server(tracked, s.cfg.TLS)
-	case auth.PlaintextAllowed(raw.RemoteAddr(), false):
+	if _, isTLS := conn.(*tls.Conn); !isTLS && auth.PlaintextAllowed(conn.RemoteAddr(), false) {
 		target = s.loopbackLn
 	}
 	if !target.deliver(conn, s.ctx.Done()) {
@@ -322,12 +319,20 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
+	listeners := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
+		listeners = append(listeners, ln)
+	}
+	s.mu.Unlock()
+	// Outside s.mu: closing waits for the accept loop, which may be
+	// registering a connection (track takes s.mu).
+	var errs []error
+	for _, ln := range listeners {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
+	s.mu.Lock()
 	conns := make([]*trackedConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -353,11 +358,67 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// trackedConn releases its connection slot once, when closed.
+// trackedConn releases its connection slot once, when closed. Until its
+// client logs in, it also caps every read deadline at preLogin after the
+// client last sent anything: imapserver gives an idle client 30 s twice
+// over (once waiting for input, then again for the command), so a silent
+// connection lasted 60 s.
 type trackedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+
+	preLogin time.Duration
+	loggedIn atomic.Bool
+	mu       sync.Mutex
+	active   time.Time // the client last sent bytes (or connected)
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.loggedIn.Load() {
+		c.mu.Lock()
+		c.active = time.Now()
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.preLogin > 0 && !c.loggedIn.Load() {
+		c.mu.Lock()
+		limit := c.active.Add(c.preLogin)
+		c.mu.Unlock()
+		if t.IsZero() || t.After(limit) {
+			t = limit
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// setLoggedIn tells the connection under an imapserver connection whether
+// its client is logged in (the pre-login idle limit applies until then).
+func setLoggedIn(nc net.Conn, in bool) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*trackedConn)
+	if !ok {
+		return
+	}
+	if !in {
+		c.mu.Lock()
+		c.active = time.Now()
+		c.mu.Unlock()
+	}
+	c.loggedIn.Store(in)
 }
 
 func (c *trackedConn) Close() error {

@@ -54,7 +54,7 @@ func connect(t *testing.T, s *Server, remote string, implicitTLS bool) net.Conn 
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.admit(pipeConn{Conn: server, remote: addr}, implicitTLS)
+	go serveOne(s, pipeConn{Conn: server, remote: addr}, implicitTLS)
 	if implicitTLS {
 		tc := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
 		t.Cleanup(func() { _ = tc.Close() })

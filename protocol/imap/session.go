@@ -141,71 +141,70 @@ func (s *session) Login(username, password string) error {
 	return s.run("LOGIN", func() error { return s.login(username, password) })
 }
 
-func (s *session) AuthenticateMechanisms() []string { return []string{sasl.Plain} }
+func (s *session) AuthenticateMechanisms() []string { return []string{auth.MechPlain} }
 
 func (s *session) Authenticate(mech string) (sasl.Server, error) {
-	if mech != sasl.Plain {
+	if mech != auth.MechPlain {
 		err := no("", "Unsupported SASL mechanism; use PLAIN")
 		s.srv.m.command("AUTHENTICATE", err, 0)
 		return nil, err
 	}
-	return sasl.NewPlainServer(func(identity, username, password string) error {
+	return imapSASL{auth.NewPlainServer(func(identity, username, password string) error {
 		return s.run("AUTHENTICATE", func() error {
 			if identity != "" && identity != username {
 				return no(imap.ResponseCodeAuthorizationFailed, "Logging in as another user is not supported")
 			}
 			return s.login(username, password)
 		})
-	}), nil
+	})}, nil
 }
 
-func (s *session) login(username, password string) error {
-	lim := s.srv.cfg.Limiter
-	ip := auth.ClientIP(s.remote)
-	if lim != nil {
-		if ok, wait := lim.Allow(ip); !ok {
-			s.srv.m.logins.WithLabelValues("throttled").Inc()
-			return no(imap.ResponseCodeUnavailable, fmt.Sprintf("Too many failed logins from your address; try again in %s", wait.Round(time.Second)))
-		}
-		if d := lim.AccountDelay(username); d > 0 {
-			if err := sleep(s.ctx, d); err != nil {
-				return s.fail(err)
-			}
-		}
+// imapSASL answers a PLAIN response protocol/auth cannot read with a NO
+// the client can act on.
+type imapSASL struct{ sasl.Server }
+
+func (s imapSASL) Next(response []byte) ([]byte, bool, error) {
+	ch, done, err := s.Server.Next(response)
+	if errors.Is(err, auth.ErrMalformed) {
+		err = no(imap.ResponseCodeAuthenticationFailed, "Malformed credentials")
 	}
-	acct, err := s.store.Authenticate(s.ctx, username, password)
-	if errors.Is(err, replication.ErrAuthFailed) {
-		s.srv.m.logins.WithLabelValues("failed").Inc()
-		if lim != nil {
-			_ = sleep(s.ctx, lim.FailDelay())
-			lim.Failed(ip, username)
+	return ch, done, err
+}
+
+// login goes through the shared login path of protocol/auth: throttle,
+// attempt counted before the hash, capped concurrent checks, fail delay.
+func (s *session) login(username, password string) error {
+	var acct state.Account
+	err := s.srv.cfg.Limiter.Login(s.ctx, s.remote, username, password, func(ctx context.Context) (bool, error) {
+		var err error
+		acct, err = s.store.Authenticate(ctx, username, password)
+		if errors.Is(err, replication.ErrAuthFailed) {
+			return false, nil
 		}
+		return err == nil, err
+	})
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		s.srv.m.logins.WithLabelValues("throttled").Inc()
+		return no(imap.ResponseCodeUnavailable, fmt.Sprintf("Too many failed logins from your address; try again in %s", throttled.RetryAfter.Round(time.Second)))
+	case errors.Is(err, auth.ErrFailed), errors.Is(err, auth.ErrMalformed):
+		s.srv.m.logins.WithLabelValues("failed").Inc()
 		s.log.Info("imap login failed", "user", username)
 		return imapserver.ErrAuthFailed
-	}
-	if err != nil {
+	case errors.Is(err, auth.ErrBusy):
+		s.srv.m.logins.WithLabelValues("unavailable").Inc()
+		return no(imap.ResponseCodeUnavailable, "Too many logins being checked; try again later")
+	case err != nil:
 		s.srv.m.logins.WithLabelValues("unavailable").Inc()
 		return s.fail(err)
 	}
-	if lim != nil {
-		lim.Succeeded(ip)
-	}
 	s.srv.m.logins.WithLabelValues("ok").Inc()
+	setLoggedIn(s.conn.NetConn(), true)
 	s.account = acct.Address
 	s.acctSub = s.store.Feed().SubscribeAccount(acct.Address)
 	s.log = s.log.With("account", acct.Address)
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (s *session) Unauthenticate() error {
@@ -216,6 +215,7 @@ func (s *session) Unauthenticate() error {
 			s.acctSub = nil
 		}
 		s.account = ""
+		setLoggedIn(s.conn.NetConn(), false)
 		return nil
 	})
 }

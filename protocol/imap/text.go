@@ -3,10 +3,10 @@ package imap
 import (
 	"bytes"
 	"io"
-	"mime"
 	"mime/quotedprintable"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/mailcluster/mailcluster/message"
 )
 
 // Decoders for BINARY fetches and SEARCH BODY/TEXT. Mail is often
@@ -117,39 +117,13 @@ func unhex(c byte) byte {
 	return 0xff
 }
 
-// toUTF8 converts text in a charset to UTF-8 where this server knows the
-// charset (UTF-8, US-ASCII, ISO-8859-1, ISO-8859-15, Windows-1252); other
-// text is searched as it is.
+// toUTF8 converts text in a charset to UTF-8 where the server knows the
+// charset (message.ToUTF8, the one decoder); other text is searched as it is.
 func toUTF8(charset string, b []byte) []byte {
-	switch strings.ToLower(strings.TrimSpace(charset)) {
-	case "iso-8859-1", "latin1", "iso_8859-1", "l1":
-		return singleByte(b, nil)
-	case "iso-8859-15", "latin-9", "latin9":
-		return singleByte(b, latin9)
-	case "windows-1252", "cp1252":
-		return singleByte(b, cp1252)
+	if s, ok := message.ToUTF8(charset, b); ok {
+		return []byte(s)
 	}
 	return b
-}
-
-var latin9 = map[byte]rune{0xa4: '€', 0xa6: 'Š', 0xa8: 'š', 0xb4: 'Ž', 0xb8: 'ž', 0xbc: 'Œ', 0xbd: 'œ', 0xbe: 'Ÿ'}
-
-var cp1252 = map[byte]rune{
-	0x80: '€', 0x82: '‚', 0x83: 'ƒ', 0x84: '„', 0x85: '…', 0x86: '†', 0x87: '‡', 0x88: 'ˆ', 0x89: '‰',
-	0x8a: 'Š', 0x8b: '‹', 0x8c: 'Œ', 0x8e: 'Ž', 0x91: '‘', 0x92: '’', 0x93: '“', 0x94: '”', 0x95: '•',
-	0x96: '–', 0x97: '—', 0x98: '˜', 0x99: '™', 0x9a: 'š', 0x9b: '›', 0x9c: 'œ', 0x9e: 'ž', 0x9f: 'Ÿ',
-}
-
-func singleByte(b []byte, overrides map[byte]rune) []byte {
-	out := make([]byte, 0, len(b)+len(b)/8)
-	for _, c := range b {
-		r := rune(c)
-		if o, ok := overrides[c]; ok {
-			r = o
-		}
-		out = utf8.AppendRune(out, r)
-	}
-	return out
 }
 
 // headerField is one unfolded field of a raw header.
@@ -188,23 +162,7 @@ func headerFields(header []byte) []headerField {
 }
 
 // decodeHeaderValue decodes RFC 2047 encoded words where it can.
-func decodeHeaderValue(v string) string {
-	if !strings.Contains(v, "=?") {
-		return v
-	}
-	dec := mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
-		b, err := io.ReadAll(input)
-		if err != nil {
-			return nil, err
-		}
-		return bytes.NewReader(toUTF8(charset, b)), nil
-	}}
-	out, err := dec.DecodeHeader(v)
-	if err != nil {
-		return v
-	}
-	return out
-}
+func decodeHeaderValue(v string) string { return message.DecodeHeader(v) }
 
 // containsFold reports whether haystack contains needle, ignoring case
 // (needle already lower case).

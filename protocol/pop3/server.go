@@ -1,6 +1,7 @@
 package pop3
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/listen"
 	"github.com/mailcluster/mailcluster/replication"
 )
 
@@ -24,8 +26,7 @@ type Options struct {
 	// bounds how long one write of a reply may block. RFC 1939 requires at
 	// least 10 minutes; shorter values are raised to that. Default 10m.
 	IdleTimeout time.Duration
-	// HandshakeTimeout bounds a TLS handshake (port 995, or after STLS).
-	// Default 30s.
+	// HandshakeTimeout bounds a TLS handshake after STLS. Default 30s.
 	HandshakeTimeout time.Duration
 	// LeaveUnseen keeps RETR from marking messages \Seen. By default every
 	// message RETR sent in full (and QUIT did not delete) is marked \Seen
@@ -88,6 +89,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port
+	// (995). Default: Options.HandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // Server serves POP3 on any number of listeners.
@@ -102,6 +106,8 @@ type Server struct {
 	sizes    *sizeCache
 	// idle is opts.IdleTimeout; in-package tests shorten it.
 	idle time.Duration
+	// implicitHandshake bounds the handshake on port 995.
+	implicitHandshake time.Duration
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -141,7 +147,7 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 	}
 	opts := cfg.Options.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		hostname:  cfg.Hostname,
 		tls:       cfg.TLS,
 		store:     st,
@@ -156,7 +162,9 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[net.Conn]struct{}),
 		limit:     auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
-	}, nil
+	}
+	s.implicitHandshake = cmp.Or(cfg.HandshakeTimeout, opts.HandshakeTimeout)
+	return s, nil
 }
 
 // Serve serves plain connections that may upgrade with STLS (port 110).
@@ -174,99 +182,88 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error {
+	// The shared accept loop: temporary errors (EMFILE too) retried, the
+	// connection limits, and on port 995 the TLS handshake within its
+	// deadline.
+	opts := listen.Options{
+		Name: endpoint, Limit: s.limit, HandshakeTimeout: s.implicitHandshake, Logger: s.log,
+		Wrap: func(c net.Conn, release func()) net.Conn {
+			s.metrics.connections.WithLabelValues(endpoint).Inc()
+			return listen.Releasing(c, release)
+		},
+		Refuse: func(c net.Conn, why auth.Refusal) {
+			s.metrics.connections.WithLabelValues(endpoint).Inc()
+			s.metrics.rejected.WithLabelValues(string(why)).Inc()
+			// The TLS handshake is not worth doing for it: on the
+			// implicit-TLS port the connection is just closed.
+			if !implicitTLS {
+				_, _ = c.Write([]byte("-ERR [SYS/TEMP] too many connections; try again later\r\n"))
+			}
+		},
+	}
+	if implicitTLS {
+		opts.TLS = s.tls
+	}
+	l := listen.New(ln, opts)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		_ = ln.Close()
+		_ = l.Close()
 		return net.ErrClosed
 	}
-	s.listeners[ln] = struct{}{}
+	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.listeners, ln)
+		delete(s.listeners, l)
 		s.mu.Unlock()
-		_ = ln.Close()
+		_ = l.Close()
 	}()
-	backoff := 5 * time.Millisecond
 	for {
-		conn, err := ln.Accept()
+		conn, err := l.Accept()
 		if err != nil {
-			if s.isClosed() {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
 				return net.ErrClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait and retry.
-				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-s.ctx.Done():
-					return net.ErrClosed
-				}
-				backoff = min(2*backoff, time.Second)
-				continue
 			}
 			return err
 		}
-		backoff = 5 * time.Millisecond
-		s.metrics.connections.WithLabelValues(endpoint).Inc()
-		free, refused, open := s.admit(conn)
-		if !open {
+		if !s.admit(conn) {
 			_ = conn.Close()
 			return net.ErrClosed
 		}
-		if free == nil {
-			s.metrics.rejected.WithLabelValues(string(refused)).Inc()
-			go s.refuse(conn, implicitTLS)
-			continue
-		}
 		go func() {
 			defer s.sessions.Done()
-			defer s.release(conn, free)
+			defer s.release(conn)
 			s.metrics.active.Inc()
 			defer s.metrics.active.Dec()
-			newSession(s, conn, implicitTLS).run()
+			sess := newSession(s, conn, false)
+			if tc, ok := conn.(*tls.Conn); ok { // port 995: the handshake is done
+				sess.raw, sess.tls = tc.NetConn(), true
+			}
+			sess.run()
 		}()
 	}
 }
 
-// admit registers a connection: it returns the function that frees its
-// slot, or nil and the limit it ran into; open is false once the server is
-// closed. While open, the caller owes one s.sessions.Done.
-func (s *Server) admit(conn net.Conn) (free func(), refused auth.Refusal, open bool) {
+// admit registers a connection; false once the server is closed. When
+// true, the caller owes one s.sessions.Done.
+func (s *Server) admit(conn net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, "", false
+		return false
 	}
 	s.sessions.Add(1)
-	free, refused = s.limit.Admit(auth.ClientIP(conn.RemoteAddr()))
-	if free != nil {
-		s.conns[conn] = struct{}{}
-	}
-	return free, refused, true
+	s.conns[conn] = struct{}{}
+	return true
 }
 
-func (s *Server) release(conn net.Conn, free func()) {
+// release closes conn (which frees its connection slot) and forgets it.
+func (s *Server) release(conn net.Conn) {
 	_ = conn.Close()
 	s.mu.Lock()
 	delete(s.conns, conn)
 	s.mu.Unlock()
-	free()
-}
-
-// refuse answers a connection over the limits with a temporary error. The
-// TLS handshake is not worth doing for it: on the implicit-TLS port the
-// connection is just closed.
-func (s *Server) refuse(conn net.Conn, implicitTLS bool) {
-	defer s.sessions.Done()
-	defer conn.Close()
-	if implicitTLS {
-		return
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = conn.Write([]byte("-ERR [SYS/TEMP] too many connections; try again later\r\n"))
 }
 
 // sessionsOpen counts the connections being served.

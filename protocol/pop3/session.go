@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/replication/state"
 )
 
 // phase is the RFC 1939 state of a session. UPDATE is not a phase here:
@@ -409,43 +410,58 @@ func (c *session) cmdAuth(cmd Command) {
 			return
 		}
 	}
-	parts := bytes.Split(raw, []byte{0})
-	if len(parts) != 3 || len(parts[1]) == 0 {
-		c.fail("[AUTH] malformed PLAIN response")
-		return
-	}
-	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
-	if authz != "" && authz != user {
+	// PLAIN (RFC 4616) is protocol/auth's, shared with SMTP and IMAP.
+	var user, pass string
+	_, done, err := auth.NewPlainServer(func(authz, u, p string) error {
+		if authz != "" && authz != u {
+			return errProxyAuth
+		}
+		user, pass = u, p
+		return nil
+	}).Next(raw)
+	switch {
+	case errors.Is(err, errProxyAuth):
 		c.fail("[AUTH] logging in as another user is not allowed")
+		return
+	case err != nil || !done:
+		c.fail("[AUTH] malformed PLAIN response")
 		return
 	}
 	c.authenticate(user, pass)
 }
 
+var errProxyAuth = errors.New("pop3: proxy authorization")
+
 // authenticate checks a password under the shared login throttle and
 // opens the maildrop.
 func (c *session) authenticate(user, pass string) {
-	lim := c.srv.limiter
-	if ok, wait := lim.Allow(c.ip); !ok {
+	var acct state.Account
+	err := c.srv.limiter.Login(c.ctx, c.conn.RemoteAddr(), user, pass, func(ctx context.Context) (bool, error) {
+		var err error
+		acct, err = c.srv.store.Authenticate(ctx, user, pass)
+		if errors.Is(err, replication.ErrAuthFailed) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
 		c.srv.metrics.logins.WithLabelValues("throttled").Inc()
-		c.fail("[SYS/TEMP] too many failed logins from your address; try again in %d seconds", int(wait.Seconds())+1)
+		c.fail("[SYS/TEMP] too many failed logins from your address; try again in %d seconds", int(throttled.RetryAfter.Seconds())+1)
 		return
-	}
-	if d := lim.AccountDelay(user); d > 0 && !c.sleep(d) {
-		c.quit = true
-		return
-	}
-	acct, err := c.srv.store.Authenticate(c.ctx, user, pass)
-	if err != nil {
-		if !errors.Is(err, replication.ErrAuthFailed) {
-			c.srv.metrics.logins.WithLabelValues("unavailable").Inc()
-			c.storeFailed("cannot check the password now", err)
+	case errors.Is(err, auth.ErrBusy):
+		if c.ctx.Err() != nil {
+			c.quit = true
 			return
 		}
-		lim.Failed(c.ip, user)
+		c.srv.metrics.logins.WithLabelValues("unavailable").Inc()
+		c.fail("[SYS/TEMP] too many logins being checked; try again later")
+		return
+	case errors.Is(err, auth.ErrFailed), errors.Is(err, auth.ErrMalformed):
 		c.srv.metrics.logins.WithLabelValues("failed").Inc()
 		c.log.Info("pop3 login failed", "user", user)
-		if !c.sleep(lim.FailDelay()) {
+		if c.ctx.Err() != nil {
 			c.quit = true
 			return
 		}
@@ -455,8 +471,11 @@ func (c *session) authenticate(user, pass string) {
 			c.quit = true
 		}
 		return
+	case err != nil:
+		c.srv.metrics.logins.WithLabelValues("unavailable").Inc()
+		c.storeFailed("cannot check the password now", err)
+		return
 	}
-	lim.Succeeded(c.ip)
 	md, err := c.srv.store.OpenMaildrop(c.ctx, acct.Address)
 	if err != nil {
 		c.srv.metrics.logins.WithLabelValues("unavailable").Inc()
@@ -477,18 +496,6 @@ func (c *session) authenticate(user, pass string) {
 	c.log = c.log.With("account", acct.Address)
 	c.log.Debug("pop3 login", "messages", n)
 	c.ok("logged in; maildrop has %d messages", n)
-}
-
-// sleep waits d, or less if the server closes.
-func (c *session) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.ctx.Done():
-		return false
-	}
 }
 
 func (c *session) cmdSTLS(cmd Command) {

@@ -13,42 +13,46 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/listen"
 )
 
-// listener admits connections and wraps each in a conn (and, on the
-// implicit-TLS port, in TLS above it).
+// listener is what go-smtp serves: the shared accept loop of
+// protocol/listen (retries, connection limits, the implicit-TLS handshake
+// within its deadline), whose connections are conns, under TLS on the
+// implicit-TLS port.
 type listener struct {
-	net.Listener
-	srv  *Server
-	mode mode
+	*listen.Listener
 }
 
-func (l *listener) Accept() (net.Conn, error) {
-	for {
-		raw, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ip := auth.ClientIP(raw.RemoteAddr())
-		release, refused := l.srv.conns.Admit(ip)
-		if release == nil {
+func (s *Server) newListener(ln net.Listener, md mode) *listener {
+	opts := listen.Options{
+		Name: md.String(), Limit: s.conns, HandshakeTimeout: s.cfg.HandshakeTimeout, Logger: s.log,
+		Wrap: func(raw net.Conn, release func()) net.Conn { return newConn(raw, s, md, release) },
+		Refuse: func(raw net.Conn, refused auth.Refusal) {
 			reply := replyTooManyConns
 			if refused == auth.TooManyConnections {
 				reply = replyServerBusy
 			}
-			l.srv.metrics.connRefused.WithLabelValues(l.mode.String(), string(refused)).Inc()
-			l.srv.log.Info("connection refused", "listener", l.mode.String(), "remote", raw.RemoteAddr().String(), "limit", refused)
-			l.srv.refuseConn(raw, reply, l.mode == modeSubmissions)
-			continue
-		}
-		c := newConn(raw, l.srv, l.mode, release)
-		if l.mode == modeSubmissions {
-			tc := tls.Server(c, l.srv.cfg.TLS)
-			c.top = tc
-			return tc, nil
-		}
-		return c, nil
+			s.metrics.connRefused.WithLabelValues(md.String(), string(refused)).Inc()
+			s.log.Info("connection refused", "listener", md.String(), "remote", raw.RemoteAddr().String(), "limit", refused)
+			s.refuseConn(raw, reply, md == modeSubmissions)
+		},
 	}
+	if md == modeSubmissions {
+		opts.TLS = s.cfg.TLS
+	}
+	return &listener{listen.New(ln, opts)}
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Policy replies before EHLO must go inside TLS.
+		if c := connOf(tc); c != nil {
+			c.setTop(tc)
+		}
+	}
+	return nc, err
 }
 
 // errPolicyClose ends a connection that broke a limit; it reads as a clean

@@ -27,6 +27,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port
+	// (465). Default 30s.
+	HandshakeTimeout time.Duration
 }
 
 // mode is what a listener serves.
@@ -154,10 +157,11 @@ func (s *Server) serve(ln net.Listener, md mode) error {
 		_ = ln.Close()
 		return net.ErrClosed
 	}
-	s.listeners = append(s.listeners, ln)
+	l := s.newListener(ln, md)
+	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
 	s.log.Info("smtp listening", "listener", md.String(), "addr", ln.Addr().String())
-	return s.servers[md].Serve(&listener{Listener: ln, srv: s, mode: md})
+	return s.servers[md].Serve(l)
 }
 
 // Close stops every listener and session. Deliveries in progress are
@@ -199,26 +203,19 @@ func (s *Server) begin() bool {
 	return true
 }
 
-// refuseConn answers a connection over a limit with 421 and closes it.
+// refuseConn answers a connection over a limit with 421 (inside TLS on
+// the implicit-TLS port). The caller closes it.
 func (s *Server) refuseConn(raw net.Conn, reply string, implicitTLS bool) {
-	if !s.begin() {
-		_ = raw.Close()
-		return
-	}
-	go func() {
-		defer s.inflight.Done()
-		defer raw.Close()
-		_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
-		var w net.Conn = raw
-		if implicitTLS {
-			tc := tls.Server(raw, s.cfg.TLS)
-			if err := tc.HandshakeContext(s.ctx); err != nil {
-				return
-			}
-			w = tc
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	var w net.Conn = raw
+	if implicitTLS {
+		tc := tls.Server(raw, s.cfg.TLS)
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			return
 		}
-		_, _ = w.Write([]byte(reply))
-	}()
+		w = tc
+	}
+	_, _ = w.Write([]byte(reply))
 }
 
 // errorLog sends go-smtp's own log lines to slog: connection errors at

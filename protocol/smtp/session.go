@@ -108,39 +108,40 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, gosmtp.ErrAuthUnknownMechanism
 }
 
-// login checks credentials with the shared throttling of protocol/auth.
+// login checks credentials through the shared login path of protocol/auth.
 func (s *session) login(identity, username, password string) error {
-	ip := auth.ClientIP(s.remote)
-	if ok, wait := s.srv.limiter.Allow(ip); !ok {
-		s.srv.metrics.auth.WithLabelValues("throttled").Inc()
-		return s.fail("auth", replyLoginThrottled(roundUp(wait).String()))
-	}
 	ctx, cancel := s.lookupCtx()
 	defer cancel()
-	if d := s.srv.limiter.AccountDelay(username); d > 0 {
-		if err := sleep(ctx, d); err != nil {
-			return replyShuttingDown.reply
-		}
-	}
 	var account string
-	err := replication.ErrAuthFailed
-	if identity == "" || identity == username { // no proxy authorization
+	err := s.srv.limiter.Login(ctx, s.remote, username, password, func(ctx context.Context) (bool, error) {
+		if identity != "" && identity != username { // no proxy authorization
+			return false, nil
+		}
+		var err error
 		account, err = s.srv.store.authenticate(ctx, username, password)
-	}
+		if errors.Is(err, replication.ErrAuthFailed) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	var throttled *auth.ThrottledError
 	switch {
 	case err == nil:
-		s.srv.limiter.Succeeded(ip)
 		s.srv.metrics.auth.WithLabelValues("ok").Inc()
 		s.mu.Lock()
 		s.account = account
 		s.mu.Unlock()
 		s.srv.log.Debug("authenticated", "session", s.conn.id, "account", account)
 		return nil
-	case errors.Is(err, replication.ErrAuthFailed):
-		s.srv.limiter.Failed(ip, username)
+	case errors.As(err, &throttled):
+		s.srv.metrics.auth.WithLabelValues("throttled").Inc()
+		return s.fail("auth", replyLoginThrottled(roundUp(throttled.RetryAfter).String()))
+	case errors.Is(err, auth.ErrMalformed):
+		s.srv.metrics.auth.WithLabelValues("failed").Inc()
+		return s.fail("auth", replyAuthMalformed)
+	case errors.Is(err, auth.ErrFailed):
 		s.srv.metrics.auth.WithLabelValues("failed").Inc()
 		s.srv.log.Info("login failed", "session", s.conn.id, "remote", s.remote.String(), "user", username)
-		_ = sleep(ctx, s.srv.limiter.FailDelay())
 		return s.fail("auth", replyAuthFailed)
 	}
 	s.srv.metrics.auth.WithLabelValues("error").Inc()
@@ -150,20 +151,6 @@ func (s *session) login(identity, username, password string) error {
 
 func roundUp(d time.Duration) time.Duration {
 	return time.Duration(math.Ceil(d.Seconds())) * time.Second
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // ---- MAIL FROM -----------------------------------------------------------

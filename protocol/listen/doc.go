@@ -1,0 +1,16 @@
+// Package listen is the one accept loop of the client protocols (SMTP,
+// IMAP, POP3, and later the web): it wraps a TCP listener so that
+//
+//   - a temporary Accept error (out of file descriptors: EMFILE, ENFILE; a
+//     connection aborted before it was accepted; a timeout) is retried with
+//     a backoff from 5 ms to 1 s, and never stops the listener;
+//   - every connection passes the server's connection limit (auth.ConnLimit)
+//     first, and one over it gets the protocol's refusal line and is closed;
+//   - on an implicit-TLS port the TLS handshake is done here, off the accept
+//     loop, within one handshake deadline, so a client that connects and
+//     stays silent holds nothing for longer than that.
+//
+// It owns no protocol: what a refusal says and how a connection is wrapped
+// are the caller's. It must never import a protocol package or node, and
+// never block its accept loop on one client.
+package listen
