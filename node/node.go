@@ -18,7 +18,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/clusternet"
 	"github.com/mailcluster/mailcluster/consensus"
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/protocol/ops"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/blob"
 	"github.com/mailcluster/mailcluster/replication/state"
@@ -206,16 +206,13 @@ func Start(cfg Config) (_ *Node, err error) {
 	closers = append(closers, func() { _ = n.gossip.list.Shutdown() })
 	n.loadPeers()
 
-	n.http = &http.Server{
-		Handler: web.NewHandler(web.Options{
-			Cluster: n,
-			Token:   cfg.AdminToken,
-			Metrics: n.metrics.handler(),
-			Admin:   n.store,
-			Logger:  n.log,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	n.http = ops.NewServer(ops.NewHandler(ops.Options{
+		Cluster: n,
+		Token:   cfg.AdminToken,
+		Metrics: n.metrics.handler(),
+		Admin:   n.store,
+		Logger:  n.log,
+	}), ops.DefaultTimeouts(), n.log)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/api"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -26,9 +26,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	var st web.ClusterStatus
-	if err := c.do(ctx, "GET", "/api/status", nil, &st); err != nil {
-		return err
+	st, err := c.api().Status(ctx)
+	if err != nil {
+		return c.reached(err)
 	}
 	if af.json {
 		enc := json.NewEncoder(stdout)
@@ -39,7 +39,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st web.ClusterStatus) {
+func printStatus(w io.Writer, st api.ClusterStatus) {
 	leader := st.Leader
 	if leader == "" {
 		leader = "(none: no quorum?)"
@@ -96,10 +96,10 @@ func cmdLeave(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	var out map[string]string
-	if err := c.do(ctx, "POST", "/api/leave", nil, &out); err != nil {
-		return err
+	out, err := c.api().Leave(ctx)
+	if err != nil {
+		return c.reached(err)
 	}
-	fmt.Fprintf(stdout, "%s: %s\n", c.addr, out["result"])
+	fmt.Fprintf(stdout, "%s: %s\n", c.addr, out.Result)
 	return nil
 }
