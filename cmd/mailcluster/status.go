@@ -72,7 +72,7 @@ func printStatus(w io.Writer, st api.ClusterStatus) {
 	if s := st.Storage; s != nil {
 		held := "not counted yet"
 		if !s.BlobsCountedAt.IsZero() {
-			held = fmt.Sprintf("%d held (counted %s)", s.BlobsHeld, s.BlobsCountedAt.Local().Format(time.DateTime))
+			held = fmt.Sprintf("%d held", s.BlobsHeld)
 		}
 		fmt.Fprintf(w, "\nmessage bodies on %s: %s, %d under-replicated, %d corrupt found, %d repaired (target %d copies)\n",
 			st.Node, held, s.UnderReplicated, s.Corrupt, s.Repaired, s.ReplicationCount)
