@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-sockaddr"
 
@@ -50,6 +49,7 @@ type Node struct {
 	protocols protocolServers
 
 	reconcileCh chan struct{}
+	leading     leadership
 	peersMu     sync.Mutex
 	peers       map[string]string // node ID -> gossip address, for rejoining
 
@@ -222,12 +222,12 @@ func Start(cfg Config) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goLoop(func() { n.bootstrapLoop(ctx) })
-	n.goLoop(func() { n.reconcileLoop(ctx) })
+	n.goLoop(func() { n.watchLoop(ctx) })
+	n.goLoop(func() { n.leadershipLoop(ctx) })
 	n.goLoop(func() { n.rejoinLoop(ctx) })
 	blobServer := blob.NewServer(n.blobs, blobLink, n.log)
 	n.goLoop(func() { _ = blobServer.Serve(ctx) })
 	n.goLoop(func() { _ = n.bodies.Run(ctx) })
-	n.goLoop(func() { n.store.PurgeLoop(ctx, n.cons.IsLeader, cfg.GCGrace, max(cfg.GCGrace/4, time.Second)) })
 
 	n.log.Info("node started", "cluster", clusterAdvertise, "gossip", n.gossip.advertiseAddr(), "http", n.httpLn.Addr().String(),
 		"bootstrap_expect", cfg.BootstrapExpect, "has_state", !record.Fresh)

@@ -16,6 +16,7 @@ func (n *Node) ClusterStatus(ctx context.Context) (api.ClusterStatus, error) {
 	out := api.ClusterStatus{Node: n.cfg.NodeID, Observed: time.Now().UTC()}
 	out.Leader, _ = n.cons.Leader()
 	out.Term = n.cons.Status().Term
+	out.LeaderTasks = n.LeaderTasks()
 
 	servers, _ := n.cons.Configuration()
 	byID := make(map[string]*api.MemberStatus)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -68,6 +69,9 @@ func printStatus(w io.Writer, st api.ClusterStatus) {
 		if m.Error != "" {
 			fmt.Fprintf(w, "\n%s: %s", m.ID, m.Error)
 		}
+	}
+	if len(st.LeaderTasks) > 0 {
+		fmt.Fprintf(w, "\nleader work on %s: %s\n", st.Node, strings.Join(st.LeaderTasks, ", "))
 	}
 	if s := st.Storage; s != nil {
 		held := "not counted yet"
