@@ -45,14 +45,17 @@ func (n *Node) LeaderTasks() []string {
 
 // leadershipLoop starts the leader tasks when this node becomes leader and
 // cancels them, waiting until they have returned, when it stops leading: a
-// task never runs twice at once on one node, and runs on a node only
-// while Raft calls it leader. Raft's leadership notifications drive it; a
-// slow tick covers any change seen between two of them.
+// task never runs twice at once on one node, and runs on a node only while
+// Raft calls it leader, for one term. Raft's leadership notifications drive
+// it; a slow tick covers any change seen between two of them.
 func (n *Node) leadershipLoop(ctx context.Context) {
 	tasks := n.leaderTasks()
 	tick := time.NewTicker(n.cfg.Profile.Reconcile)
 	defer tick.Stop()
-	var stop func() // set while the tasks run
+	var (
+		stop func() // set while the tasks run
+		term uint64 // the term they were started in
+	)
 	defer func() {
 		if stop != nil {
 			stop()
@@ -61,12 +64,18 @@ func (n *Node) leadershipLoop(ctx context.Context) {
 	for {
 		changed := n.cons.LeadershipChanged()
 		leading := n.cons.IsLeader()
-		switch {
-		case leading && stop == nil:
-			stop = n.startLeaderTasks(ctx, tasks)
-		case !leading && stop != nil:
+		var now uint64
+		if leading {
+			now = n.cons.Status().Term
+		}
+		// Tasks belong to one term: a node that lost leadership and won it
+		// back restarts them, since another leader may have run them since.
+		if stop != nil && (!leading || now != term) {
 			stop()
 			stop = nil
+		}
+		if leading && stop == nil {
+			stop, term = n.startLeaderTasks(ctx, tasks), now
 		}
 		select {
 		case <-ctx.Done():
@@ -87,7 +96,9 @@ func (n *Node) startLeaderTasks(ctx context.Context, tasks []leaderTask) (stop f
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n.cons.ReadBarrier(tctx) != nil {
+		for n.cons.ReadBarrier(tctx) != nil || !n.cons.IsLeader() {
+			// No quorum yet, or leadership went meanwhile (then the loop
+			// cancels us).
 			select {
 			case <-tctx.Done():
 				return
