@@ -87,4 +87,9 @@ func TestStatusShowsCurrentBodyCount(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("message bodies on node1: %d held,", messages)) {
 		t.Fatalf("status output:\n%s", out)
 	}
+	// The leader says which cluster-wide work it runs.
+	cluster.WaitFor(t, "status to name the leader tasks", cluster.Timeout, func() bool {
+		out = admin("status")
+		return strings.Contains(out, "leader work on node1: reconcile, purge")
+	})
 }
