@@ -80,6 +80,9 @@ type Node struct {
 	readyTerm    uint64        // term whose leader marker is applied here
 	readyChanged chan struct{} // closed and replaced when readyTerm moves
 
+	leadingMu      sync.Mutex
+	leadingChanged chan struct{} // closed and replaced when this node gains or loses leadership
+
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -132,6 +135,8 @@ func Open(c Config) (*Node, error) {
 		notifyCh:     make(chan bool, 16),
 		readyChanged: make(chan struct{}),
 		stop:         make(chan struct{}),
+
+		leadingChanged: make(chan struct{}),
 	}
 	n.fsm = newFSMAdapter(cfg.StateMachine, cfg.Logger, cfg.OnFatal)
 
@@ -200,6 +205,15 @@ func (n *Node) HasState() bool { return n.raft.LastIndex() > 0 }
 
 // IsLeader reports whether this node is the leader right now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// LeadershipChanged returns a channel that is closed the next time this
+// node becomes the leader or stops being it. Take the channel, then read
+// IsLeader: a change after that read closes the channel, so none is missed.
+func (n *Node) LeadershipChanged() <-chan struct{} {
+	n.leadingMu.Lock()
+	defer n.leadingMu.Unlock()
+	return n.leadingChanged
+}
 
 // Leader returns the current leader's ID and address, empty if unknown.
 func (n *Node) Leader() (id, addr string) {
@@ -542,6 +556,10 @@ func (n *Node) watchLeadership() {
 			if isLeader {
 				go n.markLeaderReady(n.raft.CurrentTerm())
 			}
+			n.leadingMu.Lock()
+			close(n.leadingChanged)
+			n.leadingChanged = make(chan struct{})
+			n.leadingMu.Unlock()
 		}
 	}
 }

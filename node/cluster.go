@@ -85,7 +85,8 @@ func (n *Node) bootstrapServers(warned *bool) ([]consensus.Server, bool) {
 	return servers, true
 }
 
-// reconcileNow wakes the reconcile loop without blocking.
+// reconcileNow wakes the reconcile task without blocking (if this node is
+// not leading, the wake-up waits for the task to start).
 func (n *Node) reconcileNow() {
 	select {
 	case n.reconcileCh <- struct{}{}:
@@ -93,11 +94,13 @@ func (n *Node) reconcileNow() {
 	}
 }
 
-// reconcileLoop makes the Raft configuration follow gossip, on the leader.
-func (n *Node) reconcileLoop(ctx context.Context) {
+// watchLoop runs on every node: it kicks a blob repair pass when this node
+// may have missed bodies (a member came back, the leader changed, contact
+// with the leader returned), and wakes the reconcile task on a gossip
+// change.
+func (n *Node) watchLoop(ctx context.Context) {
 	tick := time.NewTicker(n.cfg.Profile.Reconcile)
 	defer tick.Stop()
-	failedSince := make(map[string]time.Time)
 	var watch repairWatch
 	for {
 		select {
@@ -107,17 +110,29 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 			if watch.changed(n.cons.Status(), n.cfg.Profile.Raft.HeartbeatTimeout) {
 				n.kickRepair(ctx)
 			}
-		case <-n.reconcileCh:
 		case <-n.gossip.changed:
 			// A member that came back lacks the bodies accepted while it
 			// was away; so may this node, if it was the one away.
 			n.kickRepair(ctx)
+			n.reconcileNow()
 		}
-		if !n.cons.IsLeader() {
-			clear(failedSince)
-			continue
-		}
+	}
+}
+
+// reconcileTask makes the Raft configuration follow gossip. It is a leader
+// task: it runs only while this node leads.
+func (n *Node) reconcileTask(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.Profile.Reconcile)
+	defer tick.Stop()
+	failedSince := make(map[string]time.Time)
+	for {
 		n.reconcile(ctx, failedSince)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.reconcileCh:
+		}
 	}
 }
 

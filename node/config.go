@@ -13,6 +13,7 @@ import (
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/listen"
+	"github.com/mailcluster/mailcluster/protocol/ops"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
 	"github.com/mailcluster/mailcluster/protocol/smtp"
 )
@@ -192,6 +193,9 @@ func (c *Config) validate() error {
 		if _, _, err := splitHostPort(addr); err != nil {
 			return fmt.Errorf("%s %q: %v", name, addr, err)
 		}
+	}
+	if err := ops.CheckToken(c.AdminToken); err != nil {
+		return err
 	}
 	if c.BootstrapExpect < 0 {
 		return errors.New("bootstrap_expect must be 0 or more")

@@ -47,8 +47,9 @@ func newMetrics(n *Node) *metrics {
 		}
 		return time.Since(st.LastContact).Seconds()
 	})
+	gauge("leader_tasks_running", "Cluster-wide tasks running on this node (only while it leads).", func() float64 { return float64(len(n.LeaderTasks())) })
 	gauge("members_alive", "Cluster members gossip sees alive, this node included.", func() float64 { return float64(n.gossip.list.NumMembers()) })
-	gauge("blobs_held", "Message bodies stored on this node (as of the last walk).", func() float64 { return float64(n.bodies.Stats().Held) })
+	gauge("blobs_held", "Message bodies stored on this node.", func() float64 { return float64(n.bodies.Stats().Held) })
 	gauge("blobs_under_replicated", "Bodies this node is first in placement for that have fewer than R copies (last repair pass).", func() float64 {
 		return float64(n.bodies.Stats().UnderReplicated)
 	})

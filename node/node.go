@@ -12,13 +12,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-sockaddr"
 
 	"github.com/mailcluster/mailcluster/clusternet"
 	"github.com/mailcluster/mailcluster/consensus"
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/protocol/ops"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/blob"
 	"github.com/mailcluster/mailcluster/replication/state"
@@ -50,6 +49,7 @@ type Node struct {
 	protocols protocolServers
 
 	reconcileCh chan struct{}
+	leading     leadership
 	peersMu     sync.Mutex
 	peers       map[string]string // node ID -> gossip address, for rejoining
 
@@ -210,16 +210,13 @@ func Start(cfg Config) (_ *Node, err error) {
 	n.shareLogins() // failed logins count on every node (protocols.go)
 	n.loadPeers()
 
-	n.http = &http.Server{
-		Handler: web.NewHandler(web.Options{
-			Cluster: n,
-			Token:   cfg.AdminToken,
-			Metrics: n.metrics.handler(),
-			Admin:   n.store,
-			Logger:  n.log,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	n.http = ops.NewServer(ops.NewHandler(ops.Options{
+		Cluster: n,
+		Token:   cfg.AdminToken,
+		Metrics: n.metrics.handler(),
+		Admin:   n.store,
+		Logger:  n.log,
+	}), ops.DefaultTimeouts(), n.log)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
@@ -229,12 +226,12 @@ func Start(cfg Config) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goLoop(func() { n.bootstrapLoop(ctx) })
-	n.goLoop(func() { n.reconcileLoop(ctx) })
+	n.goLoop(func() { n.watchLoop(ctx) })
+	n.goLoop(func() { n.leadershipLoop(ctx) })
 	n.goLoop(func() { n.rejoinLoop(ctx) })
 	blobServer := blob.NewServer(n.blobs, blobLink, n.log)
 	n.goLoop(func() { _ = blobServer.Serve(ctx) })
 	n.goLoop(func() { _ = n.bodies.Run(ctx) })
-	n.goLoop(func() { n.store.PurgeLoop(ctx, n.cons.IsLeader, cfg.GCGrace, max(cfg.GCGrace/4, time.Second)) })
 
 	n.log.Info("node started", "cluster", clusterAdvertise, "gossip", n.gossip.advertiseAddr(), "http", n.httpLn.Addr().String(),
 		"bootstrap_expect", cfg.BootstrapExpect, "has_state", !record.Fresh)

@@ -6,23 +6,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailcluster/mailcluster/api"
 	"github.com/mailcluster/mailcluster/consensus"
-	"github.com/mailcluster/mailcluster/protocol/web"
 )
 
 // ClusterStatus gathers every member's own Raft report, for `mailcluster
 // status` and GET /api/status.
-func (n *Node) ClusterStatus(ctx context.Context) (web.ClusterStatus, error) {
-	out := web.ClusterStatus{Node: n.cfg.NodeID, Observed: time.Now().UTC()}
+func (n *Node) ClusterStatus(ctx context.Context) (api.ClusterStatus, error) {
+	out := api.ClusterStatus{Node: n.cfg.NodeID, Observed: time.Now().UTC()}
 	out.Leader, _ = n.cons.Leader()
 	out.Term = n.cons.Status().Term
+	out.LeaderTasks = n.LeaderTasks()
 
 	servers, _ := n.cons.Configuration()
-	byID := make(map[string]*web.MemberStatus)
-	get := func(id string) *web.MemberStatus {
+	byID := make(map[string]*api.MemberStatus)
+	get := func(id string) *api.MemberStatus {
 		m, ok := byID[id]
 		if !ok {
-			m = &web.MemberStatus{ID: id, Gossip: "failed", Suffrage: "none"}
+			m = &api.MemberStatus{ID: id, Gossip: "failed", Suffrage: "none"}
 			byID[id] = m
 		}
 		return m
@@ -88,7 +89,7 @@ func (n *Node) ClusterStatus(ctx context.Context) (web.ClusterStatus, error) {
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].ID < out.Members[j].ID })
 	bs := n.bodies.Stats()
-	out.Storage = &web.StorageStatus{
+	out.Storage = &api.StorageStatus{
 		BlobsHeld:        bs.Held,
 		BlobsCountedAt:   bs.HeldAt,
 		UnderReplicated:  bs.UnderReplicated,

@@ -76,10 +76,11 @@ func (r *References) IsReferenced(id blob.ID) bool {
 	return referenced
 }
 
-// PurgeLoop forgets, on the leader, blob records whose reference count has
-// been zero for longer than grace, so the state does not keep every body
-// ever delivered. The files themselves are removed by each node's GC.
-func (s *Store) PurgeLoop(ctx context.Context, isLeader func() bool, grace, every time.Duration) {
+// PurgeLoop forgets blob records whose reference count has been zero for
+// longer than grace, so the state does not keep every body ever delivered,
+// until ctx ends. The files themselves are removed by each node's GC. It
+// is leader work: the node runs it only while it leads.
+func (s *Store) PurgeLoop(ctx context.Context, grace, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -87,9 +88,6 @@ func (s *Store) PurgeLoop(ctx context.Context, isLeader func() bool, grace, ever
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if !isLeader() {
-			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		res, err := propose[state.PurgeResult](pctx, s, state.PurgeBlobs{Time: s.stamp(), Before: s.now().Add(-grace).UnixNano(), Limit: 10_000})

@@ -8,14 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/api"
 )
 
 // adminCommand is one "mailcluster <noun> <verb>" command.
@@ -71,7 +70,7 @@ func runAdmin(noun string, verbs map[string]adminCommand, setup func(verb string
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	return cmd.run(ctx, c, &af, fs, stdout)
+	return c.reached(cmd.run(ctx, c, &af, fs, stdout))
 }
 
 // interleave lets flags follow positional arguments ("user add a@b --quota 1G"),
@@ -114,7 +113,7 @@ func cmdDomain(args []string, stdout, stderr io.Writer) error {
 	return runAdmin("domain", map[string]adminCommand{
 		"add": {usage: "<domain>", help: "accept and store mail for a domain", args: 1,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				if err := c.do(ctx, "POST", "/api/domains", map[string]string{"name": fs.Arg(0)}, nil); err != nil {
+				if err := c.api().AddDomain(ctx, api.DomainRequest{Name: fs.Arg(0)}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "domain %s added\n", fs.Arg(0))
@@ -122,7 +121,7 @@ func cmdDomain(args []string, stdout, stderr io.Writer) error {
 			}},
 		"del": {usage: "<domain>", help: "remove a domain (it must have no users or aliases left)", args: 1,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				if err := c.do(ctx, "DELETE", "/api/domains/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+				if err := c.api().DeleteDomain(ctx, fs.Arg(0)); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "domain %s deleted\n", fs.Arg(0))
@@ -130,12 +129,12 @@ func cmdDomain(args []string, stdout, stderr io.Writer) error {
 			}},
 		"catchall": {usage: "<domain> <address|\"\">", help: "deliver mail for unknown addresses of the domain to an address (empty: reject them)", args: 2,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				return c.do(ctx, "PUT", "/api/domains/"+url.PathEscape(fs.Arg(0))+"/catchall", map[string]string{"target": fs.Arg(1)}, nil)
+				return c.api().SetCatchAll(ctx, fs.Arg(0), api.CatchAllRequest{Target: fs.Arg(1)})
 			}},
 		"list": {help: "list the local domains",
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, _ *flag.FlagSet, out io.Writer) error {
-				var ds []web.DomainInfo
-				if err := c.do(ctx, "GET", "/api/domains", nil, &ds); err != nil {
+				ds, err := c.api().Domains(ctx)
+				if err != nil {
 					return err
 				}
 				if af.json {
@@ -183,7 +182,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 	}
 	setDisabled := func(disabled bool) func(context.Context, *adminClient, *adminFlags, *flag.FlagSet, io.Writer) error {
 		return func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-			if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/disabled", map[string]bool{"disabled": disabled}, nil); err != nil {
+			if err := c.api().SetDisabled(ctx, fs.Arg(0), api.DisabledRequest{Disabled: disabled}); err != nil {
 				return err
 			}
 			state := "enabled"
@@ -221,7 +220,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return err
 				}
-				if err := c.do(ctx, "POST", "/api/users", web.UserRequest{Address: fs.Arg(0), Password: pw, QuotaBytes: quota, QuotaMessages: uf.messages}, nil); err != nil {
+				if _, err := c.api().AddUser(ctx, api.UserRequest{Address: fs.Arg(0), Password: pw, QuotaBytes: quota, QuotaMessages: uf.messages}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "user %s added\n", fs.Arg(0))
@@ -229,7 +228,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 			}},
 		"del": {usage: "<address>", help: "delete an account and all its mail", args: 1,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				if err := c.do(ctx, "DELETE", "/api/users/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+				if err := c.api().DeleteUser(ctx, fs.Arg(0)); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "user %s deleted\n", fs.Arg(0))
@@ -241,7 +240,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return err
 				}
-				if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/password", map[string]string{"password": pw}, nil); err != nil {
+				if err := c.api().SetPassword(ctx, fs.Arg(0), api.PasswordRequest{Password: pw}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "password of %s changed\n", fs.Arg(0))
@@ -253,7 +252,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return err
 				}
-				if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/quota", map[string]int64{"bytes": quota, "messages": uf.messages}, nil); err != nil {
+				if err := c.api().SetQuota(ctx, fs.Arg(0), api.QuotaRequest{Bytes: quota, Messages: uf.messages}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "quota of %s set\n", fs.Arg(0))
@@ -266,8 +265,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 		"forward": {usage: "<address> <target>[,<target>…] [--keep-local] | <address> \"\"", help: "forward the account's new mail (empty: stop forwarding)", args: 2,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
 				targets := splitList(fs.Arg(1))
-				req := map[string]any{"targets": targets, "keep_local": uf.keepLocal}
-				if err := c.do(ctx, "PUT", "/api/users/"+url.PathEscape(fs.Arg(0))+"/forwarding", req, nil); err != nil {
+				if err := c.api().SetForwarding(ctx, fs.Arg(0), api.ForwardingRequest{Targets: targets, KeepLocal: uf.keepLocal}); err != nil {
 					return err
 				}
 				if len(targets) == 0 {
@@ -279,8 +277,8 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 			}},
 		"show": {usage: "<address>", help: "show one account", args: 1,
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				var u web.UserInfo
-				if err := c.do(ctx, "GET", "/api/users/"+url.PathEscape(fs.Arg(0)), nil, &u); err != nil {
+				u, err := c.api().User(ctx, fs.Arg(0))
+				if err != nil {
 					return err
 				}
 				if af.json {
@@ -307,8 +305,8 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 			}},
 		"list": {usage: "[--domain D]", help: "list accounts with their usage",
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, _ *flag.FlagSet, out io.Writer) error {
-				var us []web.UserInfo
-				if err := c.do(ctx, "GET", "/api/users?domain="+url.QueryEscape(uf.domain), nil, &us); err != nil {
+				us, err := c.api().Users(ctx, uf.domain)
+				if err != nil {
 					return err
 				}
 				if af.json {
@@ -342,7 +340,7 @@ func cmdAlias(args []string, stdout, stderr io.Writer) error {
 		"add": {usage: "<address> <target>[,<target>…]", help: "deliver mail for address to local accounts and/or external addresses (replaces an existing alias)", args: 2,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
 				targets := splitList(fs.Arg(1))
-				if err := c.do(ctx, "PUT", "/api/aliases/"+url.PathEscape(fs.Arg(0)), map[string][]string{"targets": targets}, nil); err != nil {
+				if err := c.api().SetAlias(ctx, fs.Arg(0), api.AliasRequest{Targets: targets}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "alias %s → %s\n", fs.Arg(0), strings.Join(targets, ", "))
@@ -350,7 +348,7 @@ func cmdAlias(args []string, stdout, stderr io.Writer) error {
 			}},
 		"del": {usage: "<address>", help: "remove an alias", args: 1,
 			run: func(ctx context.Context, c *adminClient, _ *adminFlags, fs *flag.FlagSet, out io.Writer) error {
-				if err := c.do(ctx, "DELETE", "/api/aliases/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+				if err := c.api().DeleteAlias(ctx, fs.Arg(0)); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "alias %s deleted\n", fs.Arg(0))
@@ -358,8 +356,8 @@ func cmdAlias(args []string, stdout, stderr io.Writer) error {
 			}},
 		"list": {usage: "[--domain D]", help: "list aliases",
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, _ *flag.FlagSet, out io.Writer) error {
-				var as []web.AliasInfo
-				if err := c.do(ctx, "GET", "/api/aliases?domain="+url.QueryEscape(domain), nil, &as); err != nil {
+				as, err := c.api().Aliases(ctx, domain)
+				if err != nil {
 					return err
 				}
 				if af.json {

@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mailcluster/mailcluster/api"
 )
 
 // adminClient talks to one node's admin API.
@@ -81,55 +81,23 @@ func reachable(addr string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func (c *adminClient) url(path string) string {
-	if strings.HasPrefix(c.addr, "http://") || strings.HasPrefix(c.addr, "https://") {
-		return strings.TrimSuffix(c.addr, "/") + path
+// api is the typed client of the node's operations API.
+func (c *adminClient) api() *api.Client {
+	base := c.addr
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		base = "http://" + base
 	}
-	return "http://" + c.addr + path
+	return &api.Client{BaseURL: base, Token: c.token, HTTP: c.http}
 }
 
-// do sends a request and decodes a JSON answer into out (if not nil).
-func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
+// reached says which node an error came from when a request got no
+// answer at all (the node's own refusals carry their message).
+func (c *adminClient) reached(err error) error {
+	var transport *url.Error
+	if errors.As(err, &transport) {
 		return fmt.Errorf("cannot reach %s: %w", c.addr, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return err
 }
 
 // clusterInfo is DIR/cluster.json, written by `mailcluster dev`.

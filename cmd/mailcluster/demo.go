@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/mailcluster/mailcluster/api"
 )
 
 func devHTTP() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
@@ -23,8 +25,9 @@ func setupDemo(ctx context.Context, info *clusterInfo) error {
 	}
 	info.DemoUser = "demo@" + info.Domain
 	info.DemoPassword = randomToken(12)
-	if err := c.do(ctx, "POST", "/api/domains", map[string]string{"name": info.Domain}, nil); err != nil {
-		return err
+	if err := c.api().AddDomain(ctx, api.DomainRequest{Name: info.Domain}); err != nil {
+		return c.reached(err)
 	}
-	return c.do(ctx, "POST", "/api/users", map[string]any{"address": info.DemoUser, "password": info.DemoPassword}, nil)
+	_, err := c.api().AddUser(ctx, api.UserRequest{Address: info.DemoUser, Password: info.DemoPassword})
+	return c.reached(err)
 }

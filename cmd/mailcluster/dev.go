@@ -23,8 +23,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/mailcluster/mailcluster/protocol/web"
 )
 
 // Port offsets inside each dev node's block of devPortBlock ports.
@@ -372,9 +370,8 @@ func waitForCluster(ctx context.Context, info clusterInfo, timeout time.Duration
 	for {
 		for _, n := range info.Nodes {
 			c := &adminClient{addr: n.HTTP, token: info.AdminToken, http: devHTTP()}
-			var st web.ClusterStatus
 			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-			err := c.do(rctx, "GET", "/api/status", nil, &st)
+			st, err := c.api().Status(rctx)
 			rcancel()
 			if err != nil {
 				last = err.Error()

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/api"
 )
 
 // syncBuffer is a bytes.Buffer the child's output goroutine and the test
@@ -86,12 +86,12 @@ func devBasePort(t *testing.T, nodes int) int {
 	return 0
 }
 
-func statusOf(t *testing.T, bin, dir string) (web.ClusterStatus, error) {
+func statusOf(t *testing.T, bin, dir string) (api.ClusterStatus, error) {
 	out, err := exec.Command(bin, "status", "--dev", dir, "--json").Output()
 	if err != nil {
-		return web.ClusterStatus{}, err
+		return api.ClusterStatus{}, err
 	}
-	var st web.ClusterStatus
+	var st api.ClusterStatus
 	err = json.Unmarshal(out, &st)
 	return st, err
 }

@@ -6,10 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/api"
 )
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -26,9 +27,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	var st web.ClusterStatus
-	if err := c.do(ctx, "GET", "/api/status", nil, &st); err != nil {
-		return err
+	st, err := c.api().Status(ctx)
+	if err != nil {
+		return c.reached(err)
 	}
 	if af.json {
 		enc := json.NewEncoder(stdout)
@@ -39,7 +40,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st web.ClusterStatus) {
+func printStatus(w io.Writer, st api.ClusterStatus) {
 	leader := st.Leader
 	if leader == "" {
 		leader = "(none: no quorum?)"
@@ -69,10 +70,13 @@ func printStatus(w io.Writer, st web.ClusterStatus) {
 			fmt.Fprintf(w, "\n%s: %s", m.ID, m.Error)
 		}
 	}
+	if len(st.LeaderTasks) > 0 {
+		fmt.Fprintf(w, "\nleader work on %s: %s\n", st.Node, strings.Join(st.LeaderTasks, ", "))
+	}
 	if s := st.Storage; s != nil {
 		held := "not counted yet"
 		if !s.BlobsCountedAt.IsZero() {
-			held = fmt.Sprintf("%d held (counted %s)", s.BlobsHeld, s.BlobsCountedAt.Local().Format(time.DateTime))
+			held = fmt.Sprintf("%d held", s.BlobsHeld)
 		}
 		fmt.Fprintf(w, "\nmessage bodies on %s: %s, %d under-replicated, %d corrupt found, %d repaired (target %d copies)\n",
 			st.Node, held, s.UnderReplicated, s.Corrupt, s.Repaired, s.ReplicationCount)
@@ -96,10 +100,10 @@ func cmdLeave(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	var out map[string]string
-	if err := c.do(ctx, "POST", "/api/leave", nil, &out); err != nil {
-		return err
+	out, err := c.api().Leave(ctx)
+	if err != nil {
+		return c.reached(err)
 	}
-	fmt.Fprintf(stdout, "%s: %s\n", c.addr, out["result"])
+	fmt.Fprintf(stdout, "%s: %s\n", c.addr, out.Result)
 	return nil
 }

@@ -107,8 +107,8 @@ func (o ReplicatorOptions) withDefaults() ReplicatorOptions {
 
 // Stats are the replicator's counters, for metrics and status.
 type Stats struct {
-	Held            int64     // blobs held locally, as of HeldAt
-	HeldAt          time.Time // the last walk that counted them (at start, then GC and scrub); zero until the first ends
+	Held            int64     // blobs held locally now: the last walk's count, kept current by every store and delete since
+	HeldAt          time.Time // the last walk that counted them (at start, then GC and scrub); zero until the first ends (Held is then unknown)
 	UnderReplicated int64     // blobs this node is first in placement for with fewer than R copies on their placement members, as of the last repair pass
 	CorruptFound    int64     // corrupt local copies found (scrub, reads), cumulative
 	Repaired        int64     // copies fetched by repair, scrub or reads, cumulative
@@ -136,9 +136,10 @@ type Replicator struct {
 	under, corrupt, repaired, deleted, pushFailures atomic.Int64
 	lastRepair                                      atomic.Int64 // unix nanos
 
-	heldMu sync.Mutex
-	held   int64     // local blobs counted by the walk that began at heldAt
-	heldAt time.Time // zero until a walk has counted them
+	heldMu   sync.Mutex
+	held     int64     // local blobs counted by the walk that began at heldAt
+	heldAt   time.Time // zero until a walk has counted them
+	heldBase int64     // the store's names added minus removed when that walk began
 
 	handoffMu sync.Mutex
 	handoff   map[string]map[ID]time.Time // member ID -> copies a push failed to make -> first failure
@@ -192,13 +193,16 @@ func (r *Replicator) Close() {
 func (r *Replicator) Stats() Stats {
 	r.heldMu.Lock()
 	s := Stats{
-		Held:            r.held,
+		Held:            r.held + r.names() - r.heldBase,
 		HeldAt:          r.heldAt,
 		UnderReplicated: r.under.Load(),
 		CorruptFound:    r.corrupt.Load(),
 		Repaired:        r.repaired.Load(),
 		Deleted:         r.deleted.Load(),
 		PushFailures:    r.pushFailures.Load(),
+	}
+	if s.HeldAt.IsZero() {
+		s.Held = 0
 	}
 	r.heldMu.Unlock()
 	if n := r.lastRepair.Load(); n != 0 {
@@ -207,21 +211,30 @@ func (r *Replicator) Stats() Stats {
 	return s
 }
 
+// names is the store's blob names added minus removed since it opened.
+func (r *Replicator) names() int64 {
+	st := r.store.Stats()
+	return st.Added - st.Removed
+}
+
 // setHeld records the count of local blobs by a walk that began at start,
-// unless a walk that began later has already reported.
-func (r *Replicator) setHeld(n int64, start time.Time) {
+// when the store's names() was base, unless a walk that began later has
+// already reported. Stats adds what was stored and deleted since: the
+// figure is exact for a walk that ran alone, and off by at most the
+// changes made during a walk otherwise, until the next walk.
+func (r *Replicator) setHeld(n int64, start time.Time, base int64) {
 	r.heldMu.Lock()
 	defer r.heldMu.Unlock()
 	if start.Before(r.heldAt) {
 		return
 	}
-	r.held, r.heldAt = n, start
+	r.held, r.heldAt, r.heldBase = n, start, base
 }
 
 // countHeld counts the local blobs, so that status shows a number from the
 // start rather than only after the first GC or scrub pass.
 func (r *Replicator) countHeld(ctx context.Context) {
-	start := time.Now()
+	start, base := time.Now(), r.names()
 	var n int64
 	err := r.store.walk(ctx, func(ID, fs.FileInfo) error { n++; return nil })
 	if err != nil {
@@ -230,7 +243,7 @@ func (r *Replicator) countHeld(ctx context.Context) {
 		}
 		return
 	}
-	r.setHeld(n, start)
+	r.setHeld(n, start, base)
 }
 
 // W is the number of durable copies on distinct nodes Replicate waits for.
@@ -764,7 +777,9 @@ func containsMember(ms []Member, id string) bool {
 // the store and, if still referenced, fetched again from a peer.
 func (r *Replicator) Scrub(ctx context.Context) error {
 	pace := newPacer(r.opts.ScrubBytesPerSecond)
-	start := time.Now()
+	start, base := time.Now(), r.names()
+	// held counts the files the walk saw; quarantining a corrupt one and
+	// fetching it again are changes the store counts on its own.
 	var held int64
 	err := r.store.walk(ctx, func(id ID, fi fs.FileInfo) error {
 		held++
@@ -772,13 +787,11 @@ func (r *Replicator) Scrub(ctx context.Context) error {
 		switch {
 		case err == nil, errors.Is(err, ErrNotFound):
 		case errors.Is(err, ErrCorrupt):
-			held--
 			r.corrupt.Add(1)
 			if r.refs.IsReferenced(id) {
 				if ferr := r.fetchFromPeers(ctx, id); ferr != nil {
 					r.log.Warn("blob: scrub cannot replace corrupt copy", "id", id.String(), "err", ferr)
 				} else {
-					held++
 					r.repaired.Add(1)
 				}
 			}
@@ -793,19 +806,20 @@ func (r *Replicator) Scrub(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("blob: scrub: %w", err)
 	}
-	r.setHeld(held, start)
+	r.setHeld(held, start, base)
 	return nil
 }
 
 // CollectGarbage runs one GC pass (see Store.CollectGarbage).
 func (r *Replicator) CollectGarbage(ctx context.Context) error {
-	start := time.Now()
+	start, base := time.Now(), r.names()
 	deleted, seen, err := r.store.CollectGarbage(ctx, r.refs.IsReferenced)
 	r.deleted.Add(deleted)
 	if err != nil {
 		return err
 	}
-	r.setHeld(seen-deleted, start)
+	// seen includes the deleted files; the store counted their removal.
+	r.setHeld(seen, start, base)
 	return nil
 }
 

@@ -106,6 +106,9 @@ type StoreStats struct {
 	Commits   int64         // group-commit flushes
 	SyncCalls int64         // syncfs/fsync/fdatasync system calls issued
 	FlushTime time.Duration // total time the committer spent flushing
+	// Added and Removed count blob files given their name and taken away
+	// (deleted, quarantined), so a count from a walk can be kept current.
+	Added, Removed int64
 }
 
 // Store is a directory of blob files: dir/ab/cd/<64 hex>, plus dir/tmp for
@@ -136,6 +139,8 @@ type Store struct {
 
 	puts      atomic.Int64
 	syncCalls atomic.Int64
+	added     atomic.Int64 // blob names created
+	removed   atomic.Int64 // blob names removed
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -215,6 +220,8 @@ func (s *Store) Stats() StoreStats {
 		Commits:   s.commit.commits.Load(),
 		SyncCalls: s.syncCalls.Load(),
 		FlushTime: time.Duration(s.commit.flushNs.Load()),
+		Added:     s.added.Load(),
+		Removed:   s.removed.Load(),
 	}
 }
 
@@ -437,7 +444,9 @@ func (p *pending) wait(ctx context.Context) error {
 			// The flush failed: the data may never reach the disk. Drop the
 			// name so a retry writes it again instead of trusting it.
 			mu := p.s.lock(p.id)
-			_ = os.Remove(p.s.path(p.id))
+			if os.Remove(p.s.path(p.id)) == nil {
+				p.s.removed.Add(1)
+			}
 			mu.Unlock()
 		}
 		p.err = fmt.Errorf("blob: put %s: commit: %w", p.id, err)
@@ -489,6 +498,7 @@ func (s *Store) install(ctx context.Context, id ID, tmp *tempFile) (*pending, er
 			if err != nil {
 				return nil, fmt.Errorf("blob: put %s: %w", id, err)
 			}
+			s.added.Add(1)
 			placed = true
 			break
 		}
@@ -518,7 +528,10 @@ func (s *Store) install(ctx context.Context, id ID, tmp *tempFile) (*pending, er
 			s.log.Warn("blob: replacing corrupt copy", "id", id.String(), "err", verr)
 			err = s.moveToQuarantine(id)
 			if err == nil {
-				err = tmp.place(final)
+				s.removed.Add(1)
+				if err = tmp.place(final); err == nil {
+					s.added.Add(1)
+				}
 			}
 			mu.Unlock()
 			if err != nil {
@@ -635,6 +648,7 @@ func (s *Store) quarantine(id ID, seen os.FileInfo, cause error) {
 		s.log.Error("blob: cannot quarantine corrupt file", "id", id.String(), "err", err)
 		return
 	}
+	s.removed.Add(1)
 	s.log.Warn("blob: corrupt copy quarantined", "id", id.String(), "err", cause)
 }
 
@@ -842,7 +856,11 @@ func (s *Store) Verify(ctx context.Context, id ID) error {
 func (s *Store) Delete(id ID) error {
 	mu := s.lock(id)
 	defer mu.Unlock()
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err := os.Remove(s.path(id))
+	if err == nil {
+		s.removed.Add(1)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob: delete %s: %w", id, err)
 	}
 	return nil
@@ -864,9 +882,13 @@ func (s *Store) deleteIfOlder(id ID, cutoff time.Time) (bool, error) {
 	if !fi.ModTime().Before(cutoff) {
 		return false, nil
 	}
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(s.path(id)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
 		return false, err
 	}
+	s.removed.Add(1)
 	return true, nil
 }
 

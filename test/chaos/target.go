@@ -1,17 +1,14 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/mailcluster/mailcluster/protocol/web"
+	"github.com/mailcluster/mailcluster/api"
 	"github.com/mailcluster/mailcluster/replication/blob"
 )
 
@@ -77,43 +74,18 @@ func newAdmin(t Target) *admin {
 	return &admin{t: t, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
-func (a *admin) do(ctx context.Context, i int, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+a.t.HTTPAddr(i)+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.t.AdminToken())
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s on %s: %s: %s", method, path, nodeName(i), resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+// client is node i's operations API.
+func (a *admin) client(i int) *api.Client {
+	return &api.Client{BaseURL: "http://" + a.t.HTTPAddr(i), Token: a.t.AdminToken(), HTTP: a.http}
 }
 
 // status is node i's GET /api/status.
-func (a *admin) status(ctx context.Context, i int) (web.ClusterStatus, error) {
-	var st web.ClusterStatus
-	err := a.do(ctx, i, "GET", "/api/status", nil, &st)
-	return st, err
+func (a *admin) status(ctx context.Context, i int) (api.ClusterStatus, error) {
+	st, err := a.client(i).Status(ctx)
+	if err != nil {
+		return st, fmt.Errorf("status of %s: %w", nodeName(i), err)
+	}
+	return st, nil
 }
 
 // ready reports whether node i answers /readyz with 200.
@@ -224,12 +196,13 @@ func pause(ctx context.Context, d time.Duration) error {
 
 // setup creates the chaos domain and the accounts through node 0's admin API.
 func (a *admin) setup(ctx context.Context, users []account) error {
-	if err := a.do(ctx, 0, "POST", "/api/domains", map[string]string{"name": Domain}, nil); err != nil {
-		return err
+	c := a.client(0)
+	if err := c.AddDomain(ctx, api.DomainRequest{Name: Domain}); err != nil {
+		return fmt.Errorf("add domain %s on %s: %w", Domain, nodeName(0), err)
 	}
 	for _, u := range users {
-		if err := a.do(ctx, 0, "POST", "/api/users", web.UserRequest{Address: u.Address, Password: u.Password}, nil); err != nil {
-			return err
+		if _, err := c.AddUser(ctx, api.UserRequest{Address: u.Address, Password: u.Password}); err != nil {
+			return fmt.Errorf("add user %s on %s: %w", u.Address, nodeName(0), err)
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package web
+package ops
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
+	"github.com/mailcluster/mailcluster/api"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
@@ -35,42 +35,8 @@ type Admin interface {
 	Aliases(ctx context.Context, domain string) ([]state.Alias, error)
 }
 
-// DomainInfo is a domain as the admin API shows it.
-type DomainInfo struct {
-	Name     string    `json:"name"`
-	CatchAll string    `json:"catch_all,omitempty"`
-	Created  time.Time `json:"created"`
-}
-
-// UserInfo is an account as the admin API shows it (never the hash).
-type UserInfo struct {
-	Address       string    `json:"address"`
-	QuotaBytes    int64     `json:"quota_bytes"`
-	QuotaMessages int64     `json:"quota_messages"`
-	UsedBytes     int64     `json:"used_bytes"`
-	UsedMessages  int64     `json:"used_messages"`
-	Disabled      bool      `json:"disabled"`
-	Forward       []string  `json:"forward,omitempty"`
-	KeepLocal     bool      `json:"keep_local,omitempty"`
-	Created       time.Time `json:"created"`
-}
-
-// AliasInfo is an alias as the admin API shows it.
-type AliasInfo struct {
-	Address string   `json:"address"`
-	Targets []string `json:"targets"`
-}
-
-// UserRequest creates a user (POST /api/users).
-type UserRequest struct {
-	Address       string `json:"address"`
-	Password      string `json:"password"`
-	QuotaBytes    int64  `json:"quota_bytes,omitempty"`
-	QuotaMessages int64  `json:"quota_messages,omitempty"`
-}
-
-func userInfo(a state.Account) UserInfo {
-	return UserInfo{
+func userInfo(a state.Account) api.UserInfo {
+	return api.UserInfo{
 		Address: a.Address, QuotaBytes: a.QuotaBytes, QuotaMessages: a.QuotaMessages,
 		UsedBytes: a.UsedBytes, UsedMessages: a.UsedMessages, Disabled: a.Disabled,
 		Forward: a.Forward, KeepLocal: a.KeepLocal, Created: a.Created,
@@ -90,16 +56,14 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 				writeStoreError(w, err)
 				return
 			}
-			out := make([]DomainInfo, 0, len(ds))
+			out := make([]api.DomainInfo, 0, len(ds))
 			for _, d := range ds {
-				out = append(out, DomainInfo{Name: d.Name, CatchAll: d.CatchAll, Created: d.Created})
+				out = append(out, api.DomainInfo{Name: d.Name, CatchAll: d.CatchAll, Created: d.Created})
 			}
 			WriteJSON(w, http.StatusOK, out)
 		}),
 		"POST /api/domains": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Name string `json:"name"`
-			}
+			var req api.DomainRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
@@ -109,9 +73,7 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.DeleteDomain(r.Context(), r.PathValue("name")), http.StatusOK)
 		}),
 		"PUT /api/domains/{name}/catchall": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Target string `json:"target"`
-			}
+			var req api.CatchAllRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
@@ -126,14 +88,14 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 				writeStoreError(w, err)
 				return
 			}
-			out := make([]UserInfo, 0, len(us))
+			out := make([]api.UserInfo, 0, len(us))
 			for _, u := range us {
 				out = append(out, userInfo(u))
 			}
 			WriteJSON(w, http.StatusOK, out)
 		}),
 		"POST /api/users": h(func(w http.ResponseWriter, r *http.Request) {
-			var req UserRequest
+			var req api.UserRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
@@ -161,38 +123,28 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.DeleteUser(r.Context(), r.PathValue("address")), http.StatusOK)
 		}),
 		"PUT /api/users/{address}/password": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Password string `json:"password"`
-			}
+			var req api.PasswordRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
 			done(w, a.SetPassword(r.Context(), r.PathValue("address"), req.Password), http.StatusOK)
 		}),
 		"PUT /api/users/{address}/quota": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Bytes    int64 `json:"bytes"`
-				Messages int64 `json:"messages"`
-			}
+			var req api.QuotaRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
 			done(w, a.SetQuota(r.Context(), r.PathValue("address"), req.Bytes, req.Messages), http.StatusOK)
 		}),
 		"PUT /api/users/{address}/disabled": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Disabled bool `json:"disabled"`
-			}
+			var req api.DisabledRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
 			done(w, a.SetUserDisabled(r.Context(), r.PathValue("address"), req.Disabled), http.StatusOK)
 		}),
 		"PUT /api/users/{address}/forwarding": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Targets   []string `json:"targets"`
-				KeepLocal bool     `json:"keep_local"`
-			}
+			var req api.ForwardingRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
@@ -207,16 +159,14 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 				writeStoreError(w, err)
 				return
 			}
-			out := make([]AliasInfo, 0, len(as))
+			out := make([]api.AliasInfo, 0, len(as))
 			for _, al := range as {
-				out = append(out, AliasInfo{Address: al.Address, Targets: al.Targets})
+				out = append(out, api.AliasInfo{Address: al.Address, Targets: al.Targets})
 			}
 			WriteJSON(w, http.StatusOK, out)
 		}),
 		"PUT /api/aliases/{address}": h(func(w http.ResponseWriter, r *http.Request) {
-			var req struct {
-				Targets []string `json:"targets"`
-			}
+			var req api.AliasRequest
 			if !readJSON(w, r, &req) {
 				return
 			}
@@ -238,11 +188,27 @@ func consistent(w http.ResponseWriter, r *http.Request, a Admin) bool {
 	return true
 }
 
-// readJSON decodes a small JSON request body, answering 400 on failure.
+// readJSON decodes a request body that must be exactly one JSON document
+// into v: anything after it (a second document, stray bytes) is refused
+// with 400, a body over MaxBodyBytes with 413.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("unexpected data after the JSON document")
+			if terr != nil {
+				err = fmt.Errorf("%w: %v", err, terr)
+			}
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", tooBig.Limit))
+			return false
+		}
 		WriteError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
 		return false
 	}
@@ -254,7 +220,7 @@ func done(w http.ResponseWriter, err error, status int) {
 		writeStoreError(w, err)
 		return
 	}
-	WriteJSON(w, status, map[string]string{"result": "ok"})
+	WriteJSON(w, status, api.Result{Result: "ok"})
 }
 
 // writeStoreError maps the store's typed errors to HTTP statuses.

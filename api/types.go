@@ -1,0 +1,138 @@
+package api
+
+import "time"
+
+// ClusterStatus is the answer of GET /api/status: the cluster as one node
+// sees it, with every member's own Raft view where it could be reached.
+type ClusterStatus struct {
+	Node     string         `json:"node"`   // the node that answered
+	Leader   string         `json:"leader"` // leader ID, empty if none is known
+	Term     uint64         `json:"term"`
+	Members  []MemberStatus `json:"members"`
+	Storage  *StorageStatus `json:"storage,omitempty"`
+	Observed time.Time      `json:"observed"`
+	// LeaderTasks names the cluster-wide work running on the answering
+	// node (only ever on the leader): reconcile, purge, …
+	LeaderTasks []string `json:"leader_tasks,omitempty"`
+}
+
+// MemberStatus is one member: what gossip says about it, its place in the
+// Raft configuration, and its own report.
+type MemberStatus struct {
+	ID            string            `json:"id"`
+	Zone          string            `json:"zone,omitempty"`
+	Gossip        string            `json:"gossip"`   // alive, suspect, failed, left, unknown
+	Suffrage      string            `json:"suffrage"` // voter, nonvoter, none
+	State         string            `json:"state,omitempty"`
+	Term          uint64            `json:"term,omitempty"`
+	LastIndex     uint64            `json:"last_index,omitempty"`
+	CommitIndex   uint64            `json:"commit_index,omitempty"`
+	AppliedIndex  uint64            `json:"applied_index,omitempty"`
+	Lag           uint64            `json:"lag"` // leader's commit index minus this member's applied index
+	LastContactMS int64             `json:"last_contact_ms,omitempty"`
+	Cluster       string            `json:"cluster,omitempty"`
+	HTTP          string            `json:"http,omitempty"`
+	Services      map[string]string `json:"services,omitempty"`
+	Version       string            `json:"version,omitempty"`
+	Error         string            `json:"error,omitempty"` // why its own report is missing
+}
+
+// StorageStatus summarises message body replication on the answering node.
+type StorageStatus struct {
+	// BlobsHeld is the number of bodies stored on the node now: the last
+	// count of its files, kept current by every store and delete since.
+	BlobsHeld int64 `json:"blobs_held"`
+	// BlobsCountedAt is when the files were last counted; zero: not yet
+	// (BlobsHeld is then unknown).
+	BlobsCountedAt   time.Time `json:"blobs_counted_at,omitzero"`
+	UnderReplicated  int64     `json:"under_replicated"`
+	Corrupt          int64     `json:"corrupt_found"`
+	Repaired         int64     `json:"repaired"`
+	ReplicationCount int       `json:"replicas"`
+}
+
+// DomainInfo is a domain as GET /api/domains shows it.
+type DomainInfo struct {
+	Name     string    `json:"name"`
+	CatchAll string    `json:"catch_all,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+// UserInfo is an account as GET /api/users shows it (never the hash).
+type UserInfo struct {
+	Address       string    `json:"address"`
+	QuotaBytes    int64     `json:"quota_bytes"`
+	QuotaMessages int64     `json:"quota_messages"`
+	UsedBytes     int64     `json:"used_bytes"`
+	UsedMessages  int64     `json:"used_messages"`
+	Disabled      bool      `json:"disabled"`
+	Forward       []string  `json:"forward,omitempty"`
+	KeepLocal     bool      `json:"keep_local,omitempty"`
+	Created       time.Time `json:"created"`
+}
+
+// AliasInfo is an alias as GET /api/aliases shows it.
+type AliasInfo struct {
+	Address string   `json:"address"`
+	Targets []string `json:"targets"`
+}
+
+// DomainRequest adds a domain (POST /api/domains).
+type DomainRequest struct {
+	Name string `json:"name"`
+}
+
+// CatchAllRequest sets where mail for unknown addresses of a domain goes
+// (PUT /api/domains/{name}/catchall); an empty target rejects it.
+type CatchAllRequest struct {
+	Target string `json:"target"`
+}
+
+// UserRequest creates an account (POST /api/users).
+type UserRequest struct {
+	Address       string `json:"address"`
+	Password      string `json:"password"`
+	QuotaBytes    int64  `json:"quota_bytes,omitempty"`
+	QuotaMessages int64  `json:"quota_messages,omitempty"`
+}
+
+// PasswordRequest sets a password (PUT /api/users/{address}/password).
+type PasswordRequest struct {
+	Password string `json:"password"`
+}
+
+// QuotaRequest sets an account's limits, 0 for unlimited
+// (PUT /api/users/{address}/quota).
+type QuotaRequest struct {
+	Bytes    int64 `json:"bytes"`
+	Messages int64 `json:"messages"`
+}
+
+// DisabledRequest disables or enables an account
+// (PUT /api/users/{address}/disabled).
+type DisabledRequest struct {
+	Disabled bool `json:"disabled"`
+}
+
+// ForwardingRequest sets where an account's new mail is forwarded; no
+// targets stops forwarding (PUT /api/users/{address}/forwarding).
+type ForwardingRequest struct {
+	Targets   []string `json:"targets"`
+	KeepLocal bool     `json:"keep_local"`
+}
+
+// AliasRequest creates or replaces an alias (PUT /api/aliases/{address}).
+type AliasRequest struct {
+	Targets []string `json:"targets"`
+}
+
+// Result is the answer of a request that changed something.
+type Result struct {
+	Result string `json:"result"`
+}
+
+// ErrorBody is the answer of a refused request, with a 4xx or 5xx status
+// that says whose fault it was.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
