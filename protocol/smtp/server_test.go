@@ -683,3 +683,36 @@ func TestUncertainDeliveryIsNotCalledUnstored(t *testing.T) {
 		t.Fatalf("uncertain delivery answered %q", text)
 	}
 }
+
+// TestLimitsHoldForPipelinedCommands sends every command in one write: the
+// limits count each command, not each read from the socket (go-smtp reads
+// its buffered lines without reading the socket again).
+func TestLimitsHoldForPipelinedCommands(t *testing.T) {
+	ts := startServer(t, serverOpts{options: Options{MaxCommandsBeforeMail: 5, MaxErrors: 3}})
+	ts.store.addUser("alice@example.test", "pw")
+
+	r := dialRaw(t, ts.addr[modeMX])
+	r.send("EHLO client\r\n" + strings.Repeat("NOOP\r\n", 1000))
+	r.expect("250")
+	for range 4 {
+		r.expect("250 2.0.0")
+	}
+	r.expect("421 4.7.0")
+	if !r.closed() {
+		t.Fatal("open after too many pipelined commands")
+	}
+
+	r = dialRaw(t, ts.addr[modeMX])
+	r.cmd("EHLO client", "250")
+	r.send("MAIL FROM:<s@remote.test>\r\n" + strings.Repeat("RCPT TO:<nobody@example.test>\r\n", 100) + "RCPT TO:<alice@example.test>\r\nDATA\r\n")
+	r.expect("250")
+	r.expect("550")
+	r.expect("550")
+	r.expect("421 4.7.0")
+	if !r.closed() {
+		t.Fatal("open after too many pipelined errors")
+	}
+	if n := len(ts.store.stored()); n != 0 {
+		t.Fatalf("%d messages stored", n)
+	}
+}
