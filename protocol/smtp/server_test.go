@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -714,5 +715,113 @@ func TestLimitsHoldForPipelinedCommands(t *testing.T) {
 	}
 	if n := len(ts.store.stored()); n != 0 {
 		t.Fatalf("%d messages stored", n)
+	}
+}
+
+// TestDataEndsAtFirstCRLFDotCRLF sends a bare CR next to a line end: the
+// data ends at the first CRLF.CRLF (RFC 5321 §4.1.1.4), the bare CR is
+// refused, and the commands after the data are read as commands, over
+// STARTTLS too (where go-smtp's buffer sits above TLS).
+func TestDataEndsAtFirstCRLFDotCRLF(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	ts.store.addUser("alice@example.test", "pw")
+	cases := []struct{ name, data string }{
+		{"dot CR CR LF", "Subject: x\r\n\r\nlast\r\n.\r\r\n.\r\n"},
+		{"CR CR LF", "Subject: x\r\n\r\nlast\r\r\n.\r\n"},
+		{"dot CR then data", "Subject: x\r\n\r\nlast\r\n.\rmore\r\n.\r\n"},
+	}
+	for _, tc := range cases {
+		for _, tlsToo := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/starttls=%v", tc.name, tlsToo), func(t *testing.T) {
+				r := dialRaw(t, ts.addr[modeMX])
+				r.cmd("EHLO client", "250")
+				if tlsToo {
+					r.startTLS(ts.clientTLS)
+					r.cmd("EHLO client", "250")
+				}
+				r.cmd("MAIL FROM:<s@remote.test>", "250")
+				r.cmd("RCPT TO:<alice@example.test>", "250")
+				r.cmd("DATA", "354")
+				r.send(tc.data + "NOOP\r\nQUIT\r\n")
+				r.expect("554 5.6.0 Message refused: bare CR")
+				r.expect("250 2.0.0")
+				r.expect("221")
+			})
+		}
+	}
+	if n := len(ts.store.stored()); n != 0 {
+		t.Fatalf("%d messages stored:\n%q", n, ts.store.stored()[0].Body)
+	}
+
+	// Turned into line breaks instead: nothing but the dot is dropped.
+	ts = startServer(t, serverOpts{options: Options{FixBareLineEndings: true}})
+	ts.store.addUser("alice@example.test", "pw")
+	r := dialRaw(t, ts.addr[modeMX])
+	r.cmd("EHLO client", "250")
+	r.cmd("MAIL FROM:<s@remote.test>", "250")
+	r.cmd("RCPT TO:<alice@example.test>", "250")
+	r.cmd("DATA", "354")
+	r.send("Subject: x\r\n\r\nlast\r\n.\rmore\r\n.\r\r\n.\r\nQUIT\r\n")
+	r.expect("250")
+	r.expect("221")
+	body := string(ts.store.stored()[0].Body)
+	if !strings.HasSuffix(body, "\r\n\r\nlast\r\n\r\nmore\r\n\r\n\r\n") {
+		t.Fatalf("stored %q", body)
+	}
+}
+
+// TestMessageOfExactlyTheAdvertisedSize: RFC 1870 counts the message
+// without the terminator and the transparency dots; a message of exactly
+// the SIZE in EHLO is taken under DATA as under BDAT, one byte more is not.
+func TestMessageOfExactlyTheAdvertisedSize(t *testing.T) {
+	ts := startServer(t, serverOpts{options: Options{MaxMessageSize: 3000}})
+	ts.store.addUser("alice@example.test", "pw")
+	r := dialRaw(t, ts.addr[modeMX])
+	ehlo := r.cmd("EHLO client", "250")
+	var size int
+	for _, line := range strings.Split(ehlo, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "250-SIZE "); ok {
+			size, _ = strconv.Atoi(v)
+		}
+	}
+	if size != 3000 {
+		t.Fatalf("EHLO advertises SIZE %d, want 3000:\n%s", size, ehlo)
+	}
+	message := func(n int) string {
+		head := "Subject: x\r\n\r\n"
+		// Lines that start with a dot, stuffed on the wire: they count once.
+		var b strings.Builder
+		b.WriteString(head)
+		for b.Len() < n-100 {
+			b.WriteString(".dotted line\r\n")
+		}
+		b.WriteString(strings.Repeat("y", n-b.Len()-2) + "\r\n")
+		return b.String()
+	}
+	stuff := func(m string) string { return strings.ReplaceAll(m, "\r\n.", "\r\n..") }
+	for _, n := range []int{size, size + 1} {
+		m := message(n)
+		if len(m) != n {
+			t.Fatalf("built %d bytes, want %d", len(m), n)
+		}
+		want := "250"
+		if n > size {
+			want = "552 5.3.4"
+		}
+		r.cmd("MAIL FROM:<s@remote.test> SIZE="+strconv.Itoa(min(n, size)), "250")
+		r.cmd("RCPT TO:<alice@example.test>", "250")
+		r.cmd("DATA", "354")
+		r.send(stuff(m) + ".\r\n")
+		r.expect(want)
+		r.cmd("NOOP", "250") // still in step
+
+		r.cmd("MAIL FROM:<s@remote.test>", "250")
+		r.cmd("RCPT TO:<alice@example.test>", "250")
+		r.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(m), m))
+		r.expect(want)
+		r.cmd("NOOP", "250")
+	}
+	if n := len(ts.store.stored()); n != 2 {
+		t.Fatalf("%d messages stored, want 2", n)
 	}
 }

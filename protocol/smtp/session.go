@@ -360,6 +360,20 @@ func (s *session) Logout() error {
 // The reply is returned as an *smtp.SMTPError even on success, so that the
 // 250 carries the message ID.
 func (s *session) Data(r io.Reader) error {
+	s.conn.setInData(true)
+	defer s.conn.setInData(false)
+	_, bdat := r.(*io.PipeReader) // go-smtp feeds BDAT chunks through a pipe
+	if !bdat {
+		// After DATA: read the message ourselves (see data.go), and in
+		// every case to its end, so the next command is read as one.
+		dr, ok := takeOverData(r, s.srv.opts.MaxMessageSize)
+		if !ok {
+			s.srv.log.Error("smtp: go-smtp's DATA reader is not the one protocol/smtp/data.go knows; ending DATA the library's way")
+		} else {
+			defer func() { _ = dr.Finish() }()
+			r = dr
+		}
+	}
 	s.mu.Lock()
 	txn := s.txn
 	s.mu.Unlock()
@@ -370,8 +384,6 @@ func (s *session) Data(r io.Reader) error {
 		return replyShuttingDown.reply
 	}
 	defer s.srv.inflight.Done()
-	s.conn.setInData(true)
-	defer s.conn.setInData(false)
 
 	received := time.Now()
 	id := s.conn.nextMessageID()
@@ -379,7 +391,6 @@ func (s *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithCancel(s.srv.ctx)
 	defer cancel()
 
-	_, bdat := r.(*io.PipeReader) // go-smtp feeds BDAT chunks through a pipe
 	var ackStart time.Time
 	var deadline *time.Timer
 	var expired atomic.Bool
