@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/localcert"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
@@ -264,17 +265,25 @@ type serverOpts struct {
 	// remote, if set, is the client address the server sees (to test what
 	// a non-loopback client may do).
 	remote string
+	// checks, if set, gives the checks the delivery pipeline runs before
+	// the commit.
+	checks func(*fakeStore) []delivery.Check
 }
 
 func startServer(t *testing.T, so serverOpts) *testServer {
 	t.Helper()
 	store := newFakeStore()
 	serverTLS, clientTLS := testTLS(t)
+	var checks []delivery.Check
+	if so.checks != nil {
+		checks = so.checks(store)
+	}
 	srv, err := newServer(Config{
 		Hostname: "mx.test",
 		TLS:      serverTLS,
 		Limiter:  auth.NewLimiter(auth.LimiterOptions{FailDelay: time.Millisecond, IPFailures: 3}),
 		Options:  so.options,
+		Pipeline: delivery.New(delivery.Config{Store: store, Checks: checks}),
 	}, store)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
@@ -823,5 +825,49 @@ func TestMessageOfExactlyTheAdvertisedSize(t *testing.T) {
 	}
 	if n := len(ts.store.stored()); n != 2 {
 		t.Fatalf("%d messages stored, want 2", n)
+	}
+}
+
+// verdict is a delivery check that refuses messages whose text contains
+// a word.
+type verdict struct {
+	word      string
+	permanent bool
+	store     *fakeStore
+}
+
+func (v verdict) Name() string { return "words" }
+
+func (v verdict) Check(_ context.Context, m *delivery.Message) error {
+	v.store.mu.Lock()
+	data := string(v.store.bodies[m.Body.Blob])
+	v.store.mu.Unlock()
+	if strings.Contains(data, v.word) {
+		return &delivery.RejectedError{Check: v.Name(), Permanent: v.permanent, Reason: "the message contains " + v.word}
+	}
+	return nil
+}
+
+// TestChecksDecideBeforeTheReply: a check in the delivery pipeline refuses
+// a message after its data and before the commit, for every recipient.
+func TestChecksDecideBeforeTheReply(t *testing.T) {
+	ts := startServer(t, serverOpts{checks: func(f *fakeStore) []delivery.Check {
+		return []delivery.Check{verdict{word: "viagra", permanent: true, store: f}, verdict{word: "later", store: f}}
+	}})
+	ts.store.addUser("alice@example.test", "pw")
+	ts.store.addUser("bob@example.test", "pw")
+	c := dialMX(t, ts)
+	rcpts := []string{"alice@example.test", "bob@example.test"}
+	if got := code(send(c, "s@remote.test", rcpts, msg+"cheap viagra\r\n")); got != "550 5.7.1" {
+		t.Fatalf("permanent verdict: %s, want 550 5.7.1", got)
+	}
+	if got := code(send(c, "s@remote.test", rcpts, msg+"try later\r\n")); got != "451 4.7.1" {
+		t.Fatalf("temporary verdict: %s, want 451 4.7.1", got)
+	}
+	if err := send(c, "s@remote.test", rcpts, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.store.stored(); len(got) != 1 || len(got[0].Accounts) != 2 {
+		t.Fatalf("stored %d messages, want only the good one for both", len(got))
 	}
 }
