@@ -92,3 +92,27 @@ func TestDotReaderTruncated(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDotReader compares dotReader with the definition: the data ends at
+// the first CRLF "." CRLF of the stream (its start counting as after a
+// CRLF), and a dot that starts a line is removed.
+func FuzzDotReader(f *testing.F) {
+	for _, s := range []string{"a\r\n.\r\nQUIT\r\n", "last\r\n.\r\r\n.\r\n", ".\rb\r\n.\r\n", "..\r\n.\r\n", "a\n.\n\r\n.\r\n", "\r\r\r\n.\r\n"} {
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, in string, chunk bool) {
+		s := "\r\n" + in
+		i := strings.Index(s, "\r\n.\r\n")
+		got, rest, err := readDot(t, in, 0, chunk)
+		if i < 0 {
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("%q: no terminator, but %q, %v", in, got, err)
+			}
+			return
+		}
+		want := strings.ReplaceAll(s[:i+2], "\r\n.", "\r\n")[2:]
+		if err != nil || got != want || rest != s[i+5:] {
+			t.Fatalf("%q: got %q rest %q %v; want %q rest %q", in, got, rest, err, want, s[i+5:])
+		}
+	})
+}
