@@ -12,40 +12,46 @@ import (
 	"github.com/mailcluster/mailcluster/replication/state"
 )
 
-// storedBody is a body that is durable on W replicas, with its summary.
-type storedBody struct {
-	id      state.BlobID
-	size    int64
+// Body is a message body that is durable on W replicas, with the summary
+// parsed from it: what Ingest returns and the commit functions reference.
+// A Body that is never committed costs nothing but disk until blob GC
+// removes it (unreferenced, past the grace period); nothing needs undoing.
+type Body struct {
+	Blob    state.BlobID
+	Size    int64
 	summary []byte
 }
 
-// ingest streams a raw message into the blob store, parsing its summary on
-// the way, and returns once W replicas hold it durably.
-func (s *Store) ingest(ctx context.Context, body io.Reader, maxSize int64) (storedBody, error) {
+// Ingest streams a raw message into the blob store, parsing its summary on
+// the way, and returns once W replicas hold it durably. The first phase of
+// a delivery: nothing refers to the body until CommitDelivery or
+// CommitAppend. A reader error (the client's data refused, or cut) ends it
+// with that error and leaves nothing behind.
+func (s *Store) Ingest(ctx context.Context, body io.Reader, maxSize int64) (Body, error) {
 	if maxSize <= 0 {
 		maxSize = s.maxSize
 	}
 	// A node cut off from the majority fails here, within the propose
 	// timeout, rather than after waiting on peers it cannot reach.
 	if err := noQuorumIfConsensus(s.cons.AwaitLeader(ctx)); err != nil {
-		return storedBody{}, err
+		return Body{}, err
 	}
 	parser := message.NewParser(message.Options{})
 	id, size, err := s.bodies.Put(ctx, io.TeeReader(body, parser), maxSize)
 	if err != nil {
 		switch {
 		case errors.Is(err, blob.ErrTooLarge):
-			return storedBody{}, ErrTooLarge
+			return Body{}, ErrTooLarge
 		case errors.Is(err, blob.ErrNotEnoughReplicas):
-			return storedBody{}, noQuorum(err)
+			return Body{}, noQuorum(err)
 		}
-		return storedBody{}, err
+		return Body{}, err
 	}
 	summary, err := parser.Summary().MarshalBinary()
 	if err != nil {
-		return storedBody{}, fmt.Errorf("encode summary: %w", err)
+		return Body{}, fmt.Errorf("encode summary: %w", err)
 	}
-	return storedBody{id: state.BlobID(id), size: size, summary: summary}, nil
+	return Body{Blob: state.BlobID(id), Size: size, summary: summary}, nil
 }
 
 // Recipient is one local copy of a delivered message.
@@ -62,45 +68,68 @@ type Delivered struct {
 	Results []state.TargetResult // Err() per recipient: nil, quota exceeded, no such account, disabled
 }
 
-// Deliver stores one message for several local recipients: the body once
-// (durable on W replicas), then one Raft command referencing it from every
-// mailbox. It returns nil only when the message is committed; recipients
-// can still fail one by one (see Delivered.Results). It does not wait for
-// this node to apply the change (a deliverer does not read its mail back
-// here); readers open mailboxes through the read barrier anyway.
+// Deliver stores one message for several local recipients: Ingest, then
+// CommitDelivery.
 func (s *Store) Deliver(ctx context.Context, body io.Reader, recipients []Recipient, internalDate time.Time, maxSize int64) (Delivered, error) {
 	if len(recipients) == 0 {
 		return Delivered{}, ErrInvalidArgument
 	}
-	b, err := s.ingest(ctx, body, maxSize)
+	b, err := s.Ingest(ctx, body, maxSize)
 	if err != nil {
 		return Delivered{}, err
+	}
+	return s.CommitDelivery(ctx, b, recipients, internalDate)
+}
+
+// CommitDelivery proposes one Raft command referencing an ingested body
+// from every recipient's mailbox. It returns nil only when the command is
+// committed; recipients can still fail one by one (see Delivered.Results).
+// It does not wait for this node to apply the change (a deliverer does not
+// read its mail back here); readers open mailboxes through the read
+// barrier anyway.
+func (s *Store) CommitDelivery(ctx context.Context, b Body, recipients []Recipient, internalDate time.Time) (Delivered, error) {
+	if len(recipients) == 0 || b.Blob.IsZero() {
+		return Delivered{}, ErrInvalidArgument
 	}
 	targets := make([]state.DeliverTarget, len(recipients))
 	for i, r := range recipients {
 		targets[i] = state.DeliverTarget{Account: r.Account, Mailbox: r.Mailbox, Flags: state.ParseFlags(r.Flags)}
 	}
 	res, err := proposeWith[state.DeliverResult](ctx, s, state.Deliver{
-		Time: s.stamp(), Blob: b.id, Size: b.size, Summary: b.summary,
+		Time: s.stamp(), Blob: b.Blob, Size: b.Size, Summary: b.summary,
 		InternalDate: internalDate, Targets: targets,
 	}, s.cons.ProposeCommitted)
 	if err != nil {
 		return Delivered{}, err
 	}
-	return Delivered{Blob: b.id, Size: b.size, Results: res.Targets}, nil
+	return Delivered{Blob: b.Blob, Size: b.Size, Results: res.Targets}, nil
 }
 
-// Append stores a message in one of account's mailboxes (IMAP APPEND).
+// Append stores a message in one of account's mailboxes (IMAP APPEND):
+// Ingest, then CommitAppend.
 func (s *Store) Append(ctx context.Context, account string, mailboxID uint64, body io.Reader, flags []string, internalDate time.Time, maxSize int64) (state.AppendResult, error) {
 	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
 		return state.AppendResult{}, err
 	}
-	b, err := s.ingest(ctx, body, maxSize)
+	b, err := s.Ingest(ctx, body, maxSize)
 	if err != nil {
 		return state.AppendResult{}, err
 	}
+	return s.CommitAppend(ctx, account, mailboxID, b, flags, internalDate)
+}
+
+// CommitAppend commits an ingested body into one of account's mailboxes,
+// and waits until this node has applied it (the session that appended
+// reads it back at once).
+func (s *Store) CommitAppend(ctx context.Context, account string, mailboxID uint64, b Body, flags []string, internalDate time.Time) (state.AppendResult, error) {
+	if b.Blob.IsZero() {
+		return state.AppendResult{}, ErrInvalidArgument
+	}
+	if _, err := s.ownedMailbox(account, mailboxID); err != nil {
+		return state.AppendResult{}, err
+	}
 	return propose[state.AppendResult](ctx, s, state.Append{
-		Time: s.stamp(), Account: account, MailboxID: mailboxID, Blob: b.id, Size: b.size,
+		Time: s.stamp(), Account: account, MailboxID: mailboxID, Blob: b.Blob, Size: b.Size,
 		Summary: b.summary, Flags: state.ParseFlags(flags), InternalDate: internalDate,
 	})
 }
@@ -194,3 +223,6 @@ func (s *Store) ClaimRecent(ctx context.Context, account string, mailboxID uint6
 	}
 	return propose[state.RecentResult](ctx, s, state.ClaimRecent{Time: s.stamp(), MailboxID: mailboxID})
 }
+
+// Summary decodes the summary parsed from the body at ingest.
+func (b Body) Summary() (*message.Summary, error) { return message.Unmarshal(b.summary) }

@@ -7,6 +7,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
@@ -293,22 +294,32 @@ func (s *session) appendMessage(mailbox string, r imap.LiteralReader, options *i
 		}
 		return nil, s.fail(err)
 	}
-	// Refuse early what the quota cannot take; the commit checks again.
-	if q, err := s.store.Quota(s.ctx, s.account); err == nil {
-		if (q.LimitBytes > 0 && q.UsedBytes+r.Size() > q.LimitBytes) ||
-			(q.LimitMessages > 0 && q.UsedMessages+1 > q.LimitMessages) {
-			return nil, storeError(replication.ErrQuotaExceeded)
-		}
-	}
 	flags := make([]string, 0, len(options.Flags))
 	for _, f := range options.Flags {
 		flags = append(flags, string(f))
 	}
-	body := &exactReader{r: r, left: r.Size()}
-	res, err := s.store.Append(s.ctx, s.account, mb.ID, body, flags, options.Time, s.srv.opts.MaxMessageSize)
+	// Through the delivery pipeline, like every message: it refuses early
+	// what the quota cannot take (before the literal is read), runs the
+	// checks, and commits.
+	pipeline := delivery.New(delivery.Config{Store: s.store, Logger: s.log})
+	d, err := pipeline.Begin(s.ctx, delivery.Envelope{
+		Source: delivery.SourceAppend, Account: s.account, Size: r.Size(), Date: options.Time,
+	})
 	if err != nil {
 		return nil, s.fail(err)
 	}
+	defer d.Abort()
+	if err := d.AddMailbox(s.ctx, mb.ID, flags); err != nil {
+		return nil, s.fail(err)
+	}
+	if err := d.Body(s.ctx, &exactReader{r: r, left: r.Size()}, s.srv.opts.MaxMessageSize); err != nil {
+		return nil, s.fail(err)
+	}
+	out, err := d.Commit(s.ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	res := out.Append
 	if s.sel != nil && s.sel.id == res.MailboxID {
 		s.sel.ownAdded[res.UID] = struct{}{}
 	}

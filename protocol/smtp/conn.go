@@ -123,9 +123,15 @@ func connOf(nc net.Conn) *conn {
 
 // SetReadDeadline is called by go-smtp before it reads each command line
 // (and by TLS passing the call down). The time given is ignored: see Read.
+//
+// It is also where the command and error limits are enforced, one command
+// at a time: go-smtp reads commands out of its own buffer, so a client that
+// pipelines many commands in one write would otherwise have every buffered
+// one executed before conn.Read is called again. An error here ends
+// go-smtp's read of the line, and io.EOF makes it close the connection
+// without a reply of its own (DESIGN.md §6).
 func (c *conn) SetReadDeadline(time.Time) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.lineDeadline = time.Now().Add(c.srv.opts.CommandTimeout)
 	if !c.inTxn && !c.inData {
 		c.commands++
@@ -135,7 +141,24 @@ func (c *conn) SetReadDeadline(time.Time) error {
 			c.srv.log.Info("closing: too many commands without a message", "session", c.id, "remote", c.RemoteAddr().String())
 		}
 	}
-	return nil
+	if !c.closeNow {
+		c.mu.Unlock()
+		return nil
+	}
+	reply, top := c.closeReply, c.top
+	c.closeReply = ""
+	c.mu.Unlock()
+	c.writeCloseReply(reply, top)
+	return errPolicyClose
+}
+
+// writeCloseReply writes the reply of a policy close, if there is one and
+// somewhere safe to write it.
+func (c *conn) writeCloseReply(reply string, top net.Conn) {
+	if reply != "" && top != nil {
+		_ = top.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(top, reply)
+	}
 }
 
 // SetDeadline sets only the write deadline; read deadlines are conn's own.
@@ -147,10 +170,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		reply, top := c.closeReply, c.top
 		c.closeReply = ""
 		c.mu.Unlock()
-		if reply != "" && top != nil {
-			_ = top.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.WriteString(top, reply)
-		}
+		c.writeCloseReply(reply, top)
 		return 0, errPolicyClose
 	}
 	if c.timedOut {
@@ -244,12 +264,40 @@ func (c *conn) peerClosed() bool {
 }
 
 func (c *conn) Close() error {
+	c.mu.Lock()
+	linger := c.closeNow && !c.peerGone
+	c.mu.Unlock()
+	if linger {
+		c.lingerClose()
+	}
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.release()
 		c.srv.metrics.connections.WithLabelValues(c.mode.String()).Dec()
 	})
 	return err
+}
+
+// Lingering close, for a connection closed on a limit: a client that
+// pipelined commands past the limit still has bytes on their way to us,
+// and closing with unread input makes the kernel answer with a reset,
+// which can destroy the 421 before the client reads it. So send FIN
+// first, and read (and discard) what still arrives, for a little while.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
+func (c *conn) lingerClose() {
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := c.Conn.(closeWriter)
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
 }
 
 func (c *conn) isInData() bool {

@@ -3,11 +3,13 @@ package smtp
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/localcert"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
@@ -31,6 +34,7 @@ type fakeStore struct {
 	passwords  map[string]string
 	aliases    map[string][]string
 	messages   []fakeMessage
+	bodies     map[state.BlobID][]byte // ingested, by ID
 	maxSize    int64
 	deliverErr error // returned after reading the body, if set
 	barrierErr error
@@ -79,7 +83,7 @@ func (f *fakeStore) stored() []fakeMessage {
 	return append([]fakeMessage(nil), f.messages...)
 }
 
-func (f *fakeStore) resolve(_ context.Context, address string) (state.Resolution, error) {
+func (f *fakeStore) Resolve(_ context.Context, address string) (state.Resolution, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	addr, err := state.NormalizeAddress(address)
@@ -119,13 +123,13 @@ func (f *fakeStore) resolve(_ context.Context, address string) (state.Resolution
 	return state.Resolution{}, replication.ErrNoSuchAccount
 }
 
-func (f *fakeStore) isLocalDomain(_ context.Context, domain string) bool {
+func (f *fakeStore) IsLocalDomain(_ context.Context, domain string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.domains[strings.ToLower(domain)]
 }
 
-func (f *fakeStore) account(_ context.Context, address string) (state.Account, error) {
+func (f *fakeStore) Account(_ context.Context, address string) (state.Account, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a, ok := f.accounts[strings.ToLower(address)]
@@ -135,13 +139,17 @@ func (f *fakeStore) account(_ context.Context, address string) (state.Account, e
 	return *a, nil
 }
 
-func (f *fakeStore) barrier(context.Context) error {
+func (f *fakeStore) AddressingBarrier(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.barrierErr
 }
 
-func (f *fakeStore) fullBarrier(ctx context.Context) error { return f.barrier(ctx) }
+func (f *fakeStore) Barrier(ctx context.Context) error { return f.AddressingBarrier(ctx) }
+
+func (f *fakeStore) MailboxByID(context.Context, string, uint64) (state.Mailbox, error) {
+	return state.Mailbox{}, replication.ErrNoSuchMailbox
+}
 
 func (f *fakeStore) authenticate(_ context.Context, username, password string) (string, error) {
 	f.mu.Lock()
@@ -153,30 +161,45 @@ func (f *fakeStore) authenticate(_ context.Context, username, password string) (
 	return "", replication.ErrAuthFailed
 }
 
-func (f *fakeStore) owns(ctx context.Context, account, address string) (bool, error) {
+func (f *fakeStore) OwnsSender(ctx context.Context, account, address string) (bool, error) {
 	addr, err := state.NormalizeAddress(address)
 	if err != nil {
 		return false, nil
 	}
-	if ownAddress(account, addr) {
+	if addr == account {
+		return true, nil
+	}
+	if local, domain, _ := strings.Cut(addr, "@"); strings.Contains(local, "+") && local[:strings.IndexByte(local, '+')]+"@"+domain == account {
 		return true, nil
 	}
 	f.mu.Lock()
 	targets, isAlias := f.aliases[addr]
 	f.mu.Unlock()
-	return isAlias && contains(targets, account), nil
+	return isAlias && slices.Contains(targets, account), nil
 }
 
-func (f *fakeStore) deliver(ctx context.Context, body io.Reader, rcpts []replication.Recipient, _ time.Time, maxSize int64) (replication.Delivered, error) {
+func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Body, error) {
 	data, err := io.ReadAll(io.LimitReader(body, maxSize+1))
 	if err != nil {
-		return replication.Delivered{}, fmt.Errorf("blob: put: reading body: %w", err)
+		return replication.Body{}, fmt.Errorf("blob: put: reading body: %w", err)
 	}
 	if int64(len(data)) > maxSize {
-		return replication.Delivered{}, replication.ErrTooLarge
+		return replication.Body{}, replication.ErrTooLarge
 	}
+	id := state.BlobID(sha256.Sum256(data))
+	f.mu.Lock()
+	if f.bodies == nil {
+		f.bodies = map[state.BlobID][]byte{}
+	}
+	f.bodies[id] = data
+	f.mu.Unlock()
+	return replication.Body{Blob: id, Size: int64(len(data))}, nil
+}
+
+func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Body, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
 	afterRead, hang := f.afterRead, f.hang
+	data := f.bodies[b.Blob]
 	f.mu.Unlock()
 	if afterRead != nil {
 		afterRead()
@@ -190,7 +213,7 @@ func (f *fakeStore) deliver(ctx context.Context, body io.Reader, rcpts []replica
 	if f.deliverErr != nil {
 		return replication.Delivered{}, f.deliverErr
 	}
-	d := replication.Delivered{Size: int64(len(data)), Results: make([]state.TargetResult, len(rcpts))}
+	d := replication.Delivered{Blob: b.Blob, Size: int64(len(data)), Results: make([]state.TargetResult, len(rcpts))}
 	var got []string
 	for i, r := range rcpts {
 		a, ok := f.accounts[r.Account]
@@ -209,6 +232,10 @@ func (f *fakeStore) deliver(ctx context.Context, body io.Reader, rcpts []replica
 		f.messages = append(f.messages, fakeMessage{Body: data, Accounts: got})
 	}
 	return d, nil
+}
+
+func (f *fakeStore) CommitAppend(context.Context, string, uint64, replication.Body, []string, time.Time) (state.AppendResult, error) {
+	return state.AppendResult{}, replication.ErrNoSuchMailbox
 }
 
 func (f *fakeStore) maxMessageSize() int64 { return f.maxSize }
@@ -238,17 +265,25 @@ type serverOpts struct {
 	// remote, if set, is the client address the server sees (to test what
 	// a non-loopback client may do).
 	remote string
+	// checks, if set, gives the checks the delivery pipeline runs before
+	// the commit.
+	checks func(*fakeStore) []delivery.Check
 }
 
 func startServer(t *testing.T, so serverOpts) *testServer {
 	t.Helper()
 	store := newFakeStore()
 	serverTLS, clientTLS := testTLS(t)
+	var checks []delivery.Check
+	if so.checks != nil {
+		checks = so.checks(store)
+	}
 	srv, err := newServer(Config{
 		Hostname: "mx.test",
 		TLS:      serverTLS,
 		Limiter:  auth.NewLimiter(auth.LimiterOptions{FailDelay: time.Millisecond, IPFailures: 3}),
 		Options:  so.options,
+		Pipeline: delivery.New(delivery.Config{Store: store, Checks: checks}),
 	}, store)
 	if err != nil {
 		t.Fatal(err)

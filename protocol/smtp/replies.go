@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 
+	"strings"
+
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/replication"
 )
 
@@ -109,8 +112,7 @@ var (
 		"This node is shutting down; try another node or retry later")
 )
 
-// lookupReply maps an error of a store read at MAIL or RCPT time. Only
-// known refusals become 5xx; anything else is a temporary failure.
+// lookupReply maps a temporary error of a store read at MAIL or RCPT time.
 func lookupReply(err error) *refusal {
 	switch {
 	case errors.Is(err, replication.ErrNoQuorum):
@@ -120,6 +122,53 @@ func lookupReply(err error) *refusal {
 		return replyShuttingDown
 	}
 	return refuse("internal", 451, enh(4, 3, 0), "Temporary internal error; please retry later")
+}
+
+// decisionReply maps the delivery pipeline's decisions about a message
+// (delivery's typed errors) to replies; nil for any other error. addr is
+// the address the command was about, if any.
+func (s *Server) decisionReply(err error, addr string) *refusal {
+	var full *delivery.MailboxFullError
+	var rej *delivery.RejectedError
+	switch {
+	case errors.As(err, &full):
+		return replyMailboxFull(s.opts.QuotaPermanent, full.Address)
+	case errors.As(err, &rej):
+		if rej.Permanent {
+			return refuse("rejected_"+rej.Check, 550, enh(5, 7, 1), "Message refused: "+rej.Reason)
+		}
+		return refuse("rejected_"+rej.Check, 451, enh(4, 7, 1), "Message refused for now: "+rej.Reason+"; try again later")
+	case errors.Is(err, delivery.ErrBadSequence):
+		return replyBadSequence
+	case errors.Is(err, delivery.ErrAuthRequired):
+		return replyAuthRequired
+	case errors.Is(err, delivery.ErrSenderNotOwned):
+		return replySenderNotOwned(addr)
+	case errors.Is(err, delivery.ErrBadRecipient):
+		return replyBadRecipient
+	case errors.Is(err, delivery.ErrRelayDenied):
+		return replyRelayDenied(addr[strings.LastIndexByte(addr, '@')+1:])
+	case errors.Is(err, delivery.ErrOutboundUnavailable):
+		return replyOutboundUnavailable
+	case errors.Is(err, delivery.ErrExternalForward):
+		return replyExternalForward
+	case errors.Is(err, delivery.ErrNoSuchUser):
+		return replyNoSuchUser
+	case errors.Is(err, delivery.ErrDisabled):
+		return replyDisabled
+	case errors.Is(err, delivery.ErrPartial):
+		return replyPartial
+	}
+	return nil
+}
+
+// envelopeReply maps the outcome of MAIL or RCPT: a decision, or a
+// temporary failure.
+func (s *Server) envelopeReply(err error, addr string) *refusal {
+	if r := s.decisionReply(err, addr); r != nil {
+		return r
+	}
+	return lookupReply(err)
 }
 
 // deliveryReply maps the outcome of a delivery attempt to the reply after
@@ -136,6 +185,11 @@ func (s *Server) deliveryReply(err, src error) *refusal {
 		return ref
 	case src != nil:
 		return s.sourceReply(src)
+	}
+	if r := s.decisionReply(err, ""); r != nil {
+		return r
+	}
+	switch {
 	case errors.Is(err, replication.ErrTooLarge):
 		return replyTooLarge(s.opts.MaxMessageSize)
 	case errors.Is(err, replication.ErrQuotaExceeded):

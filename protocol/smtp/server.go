@@ -14,13 +14,16 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
 )
 
 // Config is what the node hands the SMTP server.
 type Config struct {
-	Store    *replication.Store
+	Store *replication.Store
+	// Pipeline delivers the messages; nil: one over Store, without checks.
+	Pipeline *delivery.Pipeline
 	Hostname string      // name in the banner and Received headers
 	TLS      *tls.Config // nil: no STARTTLS, no implicit-TLS port
 	Limiter  *auth.Limiter
@@ -57,6 +60,7 @@ type Server struct {
 	cfg     Config
 	opts    Options
 	store   backend
+	deliver *delivery.Pipeline
 	limiter *auth.Limiter
 	log     *slog.Logger
 	metrics *metrics
@@ -99,9 +103,12 @@ func newServer(cfg Config, store backend) (*Server, error) {
 	if cfg.Options.MaxMessageSize > opts.MaxMessageSize {
 		cfg.Logger.Warn("smtp max message size lowered to fit the store's limit", "asked", cfg.Options.MaxMessageSize, "used", opts.MaxMessageSize)
 	}
+	if cfg.Pipeline == nil {
+		cfg.Pipeline = delivery.New(delivery.Config{Store: store, Logger: cfg.Logger})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, opts: opts, store: store, limiter: cfg.Limiter, log: cfg.Logger, metrics: m,
+		cfg: cfg, opts: opts, store: store, deliver: cfg.Pipeline, limiter: cfg.Limiter, log: cfg.Logger, metrics: m,
 		conns: auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
 		ctx:   ctx, cancel: cancel,
 	}

@@ -2,11 +2,13 @@ package smtp
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
@@ -681,5 +684,190 @@ func TestUncertainDeliveryIsNotCalledUnstored(t *testing.T) {
 	}
 	if text := err.Error(); !strings.Contains(text, "may have been stored") || strings.Contains(text, "NOT stored") {
 		t.Fatalf("uncertain delivery answered %q", text)
+	}
+}
+
+// TestLimitsHoldForPipelinedCommands sends every command in one write: the
+// limits count each command, not each read from the socket (go-smtp reads
+// its buffered lines without reading the socket again).
+func TestLimitsHoldForPipelinedCommands(t *testing.T) {
+	ts := startServer(t, serverOpts{options: Options{MaxCommandsBeforeMail: 5, MaxErrors: 3}})
+	ts.store.addUser("alice@example.test", "pw")
+
+	r := dialRaw(t, ts.addr[modeMX])
+	r.send("EHLO client\r\n" + strings.Repeat("NOOP\r\n", 1000))
+	r.expect("250")
+	for range 4 {
+		r.expect("250 2.0.0")
+	}
+	r.expect("421 4.7.0")
+	if !r.closed() {
+		t.Fatal("open after too many pipelined commands")
+	}
+
+	r = dialRaw(t, ts.addr[modeMX])
+	r.cmd("EHLO client", "250")
+	r.send("MAIL FROM:<s@remote.test>\r\n" + strings.Repeat("RCPT TO:<nobody@example.test>\r\n", 100) + "RCPT TO:<alice@example.test>\r\nDATA\r\n")
+	r.expect("250")
+	r.expect("550")
+	r.expect("550")
+	r.expect("421 4.7.0")
+	if !r.closed() {
+		t.Fatal("open after too many pipelined errors")
+	}
+	if n := len(ts.store.stored()); n != 0 {
+		t.Fatalf("%d messages stored", n)
+	}
+}
+
+// TestDataEndsAtFirstCRLFDotCRLF sends a bare CR next to a line end: the
+// data ends at the first CRLF.CRLF (RFC 5321 §4.1.1.4), the bare CR is
+// refused, and the commands after the data are read as commands, over
+// STARTTLS too (where go-smtp's buffer sits above TLS).
+func TestDataEndsAtFirstCRLFDotCRLF(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	ts.store.addUser("alice@example.test", "pw")
+	cases := []struct{ name, data string }{
+		{"dot CR CR LF", "Subject: x\r\n\r\nlast\r\n.\r\r\n.\r\n"},
+		{"CR CR LF", "Subject: x\r\n\r\nlast\r\r\n.\r\n"},
+		{"dot CR then data", "Subject: x\r\n\r\nlast\r\n.\rmore\r\n.\r\n"},
+	}
+	for _, tc := range cases {
+		for _, tlsToo := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/starttls=%v", tc.name, tlsToo), func(t *testing.T) {
+				r := dialRaw(t, ts.addr[modeMX])
+				r.cmd("EHLO client", "250")
+				if tlsToo {
+					r.startTLS(ts.clientTLS)
+					r.cmd("EHLO client", "250")
+				}
+				r.cmd("MAIL FROM:<s@remote.test>", "250")
+				r.cmd("RCPT TO:<alice@example.test>", "250")
+				r.cmd("DATA", "354")
+				r.send(tc.data + "NOOP\r\nQUIT\r\n")
+				r.expect("554 5.6.0 Message refused: bare CR")
+				r.expect("250 2.0.0")
+				r.expect("221")
+			})
+		}
+	}
+	if n := len(ts.store.stored()); n != 0 {
+		t.Fatalf("%d messages stored:\n%q", n, ts.store.stored()[0].Body)
+	}
+
+	// Turned into line breaks instead: nothing but the dot is dropped.
+	ts = startServer(t, serverOpts{options: Options{FixBareLineEndings: true}})
+	ts.store.addUser("alice@example.test", "pw")
+	r := dialRaw(t, ts.addr[modeMX])
+	r.cmd("EHLO client", "250")
+	r.cmd("MAIL FROM:<s@remote.test>", "250")
+	r.cmd("RCPT TO:<alice@example.test>", "250")
+	r.cmd("DATA", "354")
+	r.send("Subject: x\r\n\r\nlast\r\n.\rmore\r\n.\r\r\n.\r\nQUIT\r\n")
+	r.expect("250")
+	r.expect("221")
+	body := string(ts.store.stored()[0].Body)
+	if !strings.HasSuffix(body, "\r\n\r\nlast\r\n\r\nmore\r\n\r\n\r\n") {
+		t.Fatalf("stored %q", body)
+	}
+}
+
+// TestMessageOfExactlyTheAdvertisedSize: RFC 1870 counts the message
+// without the terminator and the transparency dots; a message of exactly
+// the SIZE in EHLO is taken under DATA as under BDAT, one byte more is not.
+func TestMessageOfExactlyTheAdvertisedSize(t *testing.T) {
+	ts := startServer(t, serverOpts{options: Options{MaxMessageSize: 3000}})
+	ts.store.addUser("alice@example.test", "pw")
+	r := dialRaw(t, ts.addr[modeMX])
+	ehlo := r.cmd("EHLO client", "250")
+	var size int
+	for _, line := range strings.Split(ehlo, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "250-SIZE "); ok {
+			size, _ = strconv.Atoi(v)
+		}
+	}
+	if size != 3000 {
+		t.Fatalf("EHLO advertises SIZE %d, want 3000:\n%s", size, ehlo)
+	}
+	message := func(n int) string {
+		head := "Subject: x\r\n\r\n"
+		// Lines that start with a dot, stuffed on the wire: they count once.
+		var b strings.Builder
+		b.WriteString(head)
+		for b.Len() < n-100 {
+			b.WriteString(".dotted line\r\n")
+		}
+		b.WriteString(strings.Repeat("y", n-b.Len()-2) + "\r\n")
+		return b.String()
+	}
+	stuff := func(m string) string { return strings.ReplaceAll(m, "\r\n.", "\r\n..") }
+	for _, n := range []int{size, size + 1} {
+		m := message(n)
+		if len(m) != n {
+			t.Fatalf("built %d bytes, want %d", len(m), n)
+		}
+		want := "250"
+		if n > size {
+			want = "552 5.3.4"
+		}
+		r.cmd("MAIL FROM:<s@remote.test> SIZE="+strconv.Itoa(min(n, size)), "250")
+		r.cmd("RCPT TO:<alice@example.test>", "250")
+		r.cmd("DATA", "354")
+		r.send(stuff(m) + ".\r\n")
+		r.expect(want)
+		r.cmd("NOOP", "250") // still in step
+
+		r.cmd("MAIL FROM:<s@remote.test>", "250")
+		r.cmd("RCPT TO:<alice@example.test>", "250")
+		r.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(m), m))
+		r.expect(want)
+		r.cmd("NOOP", "250")
+	}
+	if n := len(ts.store.stored()); n != 2 {
+		t.Fatalf("%d messages stored, want 2", n)
+	}
+}
+
+// verdict is a delivery check that refuses messages whose text contains
+// a word.
+type verdict struct {
+	word      string
+	permanent bool
+	store     *fakeStore
+}
+
+func (v verdict) Name() string { return "words" }
+
+func (v verdict) Check(_ context.Context, m *delivery.Message) error {
+	v.store.mu.Lock()
+	data := string(v.store.bodies[m.Body.Blob])
+	v.store.mu.Unlock()
+	if strings.Contains(data, v.word) {
+		return &delivery.RejectedError{Check: v.Name(), Permanent: v.permanent, Reason: "the message contains " + v.word}
+	}
+	return nil
+}
+
+// TestChecksDecideBeforeTheReply: a check in the delivery pipeline refuses
+// a message after its data and before the commit, for every recipient.
+func TestChecksDecideBeforeTheReply(t *testing.T) {
+	ts := startServer(t, serverOpts{checks: func(f *fakeStore) []delivery.Check {
+		return []delivery.Check{verdict{word: "viagra", permanent: true, store: f}, verdict{word: "later", store: f}}
+	}})
+	ts.store.addUser("alice@example.test", "pw")
+	ts.store.addUser("bob@example.test", "pw")
+	c := dialMX(t, ts)
+	rcpts := []string{"alice@example.test", "bob@example.test"}
+	if got := code(send(c, "s@remote.test", rcpts, msg+"cheap viagra\r\n")); got != "550 5.7.1" {
+		t.Fatalf("permanent verdict: %s, want 550 5.7.1", got)
+	}
+	if got := code(send(c, "s@remote.test", rcpts, msg+"try later\r\n")); got != "451 4.7.1" {
+		t.Fatalf("temporary verdict: %s, want 451 4.7.1", got)
+	}
+	if err := send(c, "s@remote.test", rcpts, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.store.stored(); len(got) != 1 || len(got[0].Accounts) != 2 {
+		t.Fatalf("stored %d messages, want only the good one for both", len(got))
 	}
 }

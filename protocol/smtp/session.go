@@ -16,9 +16,9 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
-	"github.com/mailcluster/mailcluster/replication/state"
 )
 
 // session is one go-smtp session: from EHLO to the next EHLO, STARTTLS or
@@ -36,14 +36,14 @@ type session struct {
 	txn     transaction
 }
 
-// transaction is the envelope of the message being sent.
+// transaction is the envelope of the message being sent; the delivery
+// holds its recipients.
 type transaction struct {
-	active   bool
-	from     string
-	utf8     bool
-	size     int64    // declared with SIZE=, 0 if not
-	rcpts    []string // RCPT TO addresses as accepted
-	accounts []string // local accounts to deliver to, without duplicates
+	active bool
+	from   string
+	utf8   bool
+	rcpts  []string // RCPT TO addresses as accepted, normalized
+	d      *delivery.Delivery
 }
 
 func (s *Server) newSession(c *gosmtp.Conn, md mode) (gosmtp.Session, error) {
@@ -156,11 +156,10 @@ func roundUp(d time.Duration) time.Duration {
 // ---- MAIL FROM -----------------------------------------------------------
 
 func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
+	s.Reset()
 	s.mu.Lock()
-	s.txn = transaction{}
 	account := s.account
 	s.mu.Unlock()
-	s.conn.setInTxn(false)
 
 	if s.mode != modeMX && account == "" {
 		return s.fail("mail", replyAuthRequired)
@@ -172,47 +171,33 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if !validPath(from) {
 		return s.fail("mail", replyBadSender)
 	}
-	if account != "" && from != "" {
-		if r := s.checkOwner(account, from); r != nil {
-			return s.fail("mail", r)
-		}
+	env := delivery.Envelope{Source: delivery.SourceMX, Sender: from}
+	if s.mode != modeMX {
+		env.Source, env.Account = delivery.SourceSubmission, account
 	}
-	var size int64
 	if opts != nil {
-		size = opts.Size
+		env.Size = opts.Size
+	}
+	ctx, cancel := s.lookupCtx()
+	defer cancel()
+	d, err := s.srv.deliver.Begin(ctx, env)
+	if err != nil {
+		return s.fail("mail", s.srv.envelopeReply(err, from))
 	}
 	s.mu.Lock()
-	s.txn = transaction{active: true, from: from, utf8: utf8, size: size}
+	s.txn = transaction{active: true, from: from, utf8: utf8, d: d}
 	s.mu.Unlock()
 	s.conn.setInTxn(true)
 	return nil
 }
 
-// checkOwner refuses a sender address the account does not own.
-func (s *session) checkOwner(account, from string) *refusal {
-	ctx, cancel := s.lookupCtx()
-	defer cancel()
-	owned, err := s.srv.store.owns(ctx, account, from)
-	if err == nil && !owned {
-		// The alias may have been created a moment ago on another node.
-		if err = s.srv.store.barrier(ctx); err == nil {
-			owned, err = s.srv.store.owns(ctx, account, from)
-		}
-	}
-	switch {
-	case err != nil:
-		return lookupReply(err)
-	case !owned:
-		return replySenderNotOwned(from)
-	}
-	return nil
-}
-
 // ---- RCPT TO -------------------------------------------------------------
 
+// Rcpt hands the address to the delivery, which resolves it at once
+// (after a read barrier) and refuses what cannot be stored in full.
 func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	s.mu.Lock()
-	txn, account := s.txn, s.account
+	txn := s.txn
 	s.mu.Unlock()
 	if !txn.active {
 		return s.fail("rcpt", replyBadSequence)
@@ -220,113 +205,30 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	if !isASCII(to) && !txn.utf8 {
 		return s.fail("rcpt", replyNeedUTF8Address)
 	}
-	addr, err := state.NormalizeAddress(to)
-	if err != nil {
-		return s.fail("rcpt", replyBadRecipient)
-	}
 	ctx, cancel := s.lookupCtx()
 	defer cancel()
-	accounts, r := s.resolveRecipient(ctx, addr, account != "", txn.size)
-	if r != nil {
-		s.srv.log.Debug("recipient refused", "session", s.conn.id, "rcpt", addr, "reason", r.reason)
+	if err := txn.d.AddRecipient(ctx, to); err != nil {
+		r := s.srv.envelopeReply(err, to)
+		s.srv.log.Debug("recipient refused", "session", s.conn.id, "rcpt", to, "reason", r.reason)
 		return s.fail("rcpt", r)
 	}
+	rcpts := txn.d.Recipients()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.txn.active { // reset meanwhile
+	if s.txn.d != txn.d { // reset meanwhile
 		return replyBadSequence.reply
 	}
-	s.txn.rcpts = append(s.txn.rcpts, addr)
-	for _, a := range accounts {
-		if !contains(s.txn.accounts, a) {
-			s.txn.accounts = append(s.txn.accounts, a)
-		}
-	}
+	s.txn.rcpts = rcpts
 	return nil
-}
-
-// resolveRecipient decides at RCPT time where a message for addr goes, and
-// refuses it if it cannot be stored: unknown, relay, forwarding outside,
-// disabled or full. It first passes a read barrier, so the decision follows
-// every account, alias and forwarding change acknowledged anywhere before
-// the command (one made a moment ago through another node included); if
-// the barrier fails, the answer is temporary.
-func (s *session) resolveRecipient(ctx context.Context, addr string, authenticated bool, size int64) ([]string, *refusal) {
-	if err := s.srv.store.barrier(ctx); err != nil {
-		return nil, lookupReply(err)
-	}
-	domain := addr[strings.LastIndexByte(addr, '@')+1:]
-	if !s.srv.store.isLocalDomain(ctx, domain) {
-		if authenticated {
-			return nil, replyOutboundUnavailable
-		}
-		return nil, replyRelayDenied(domain)
-	}
-	res, err := s.srv.store.resolve(ctx, addr)
-	switch {
-	case errors.Is(err, replication.ErrNoSuchAccount):
-		return nil, replyNoSuchUser
-	case errors.Is(err, replication.ErrInvalidAddress):
-		return nil, replyBadRecipient
-	case errors.Is(err, replication.ErrNoSuchDomain): // deleted meanwhile
-		return nil, replyNoSuchUser
-	case err != nil:
-		return nil, lookupReply(err)
-	}
-	if len(res.External) > 0 {
-		// Storing the local copies and dropping the forward would lose mail.
-		return nil, replyExternalForward
-	}
-	var out []string
-	for _, a := range res.Accounts {
-		acct, err := s.srv.store.account(ctx, a)
-		switch {
-		case errors.Is(err, replication.ErrNoSuchAccount):
-			continue // deleted meanwhile
-		case err != nil:
-			return nil, lookupReply(err)
-		case acct.Disabled:
-			continue
-		case !fits(acct, size) && !s.fitsAfterAll(ctx, a, size):
-			return nil, replyMailboxFull(s.srv.opts.QuotaPermanent, addr)
-		}
-		out = append(out, a)
-	}
-	if len(out) == 0 {
-		return nil, replyDisabled
-	}
-	return out, nil
-}
-
-// fitsAfterAll checks a mailbox that looked full again after a full read
-// barrier: usage is outside the addressing scope, and mail expunged through
-// another node a moment ago may have made room. A full mailbox is rare
-// enough to pay for it.
-func (s *session) fitsAfterAll(ctx context.Context, account string, size int64) bool {
-	if s.srv.store.fullBarrier(ctx) != nil {
-		return false
-	}
-	acct, err := s.srv.store.account(ctx, account)
-	return err == nil && fits(acct, size)
-}
-
-// fits reports whether a message of size bytes (0: unknown) fits in acct's
-// quota. The state machine makes the final decision when it applies the
-// delivery; this only lets a full mailbox be refused per recipient.
-func fits(acct state.Account, size int64) bool {
-	if acct.QuotaBytes > 0 && acct.UsedBytes+max(size, 1) > acct.QuotaBytes {
-		return false
-	}
-	if acct.QuotaMessages > 0 && acct.UsedMessages+1 > acct.QuotaMessages {
-		return false
-	}
-	return true
 }
 
 // ---- RSET / end ----------------------------------------------------------
 
 func (s *session) Reset() {
 	s.mu.Lock()
+	if s.txn.d != nil {
+		s.txn.d.Abort()
+	}
 	s.txn = transaction{}
 	s.mu.Unlock()
 	s.conn.setInTxn(false)
@@ -347,18 +249,30 @@ func (s *session) Logout() error {
 // The reply is returned as an *smtp.SMTPError even on success, so that the
 // 250 carries the message ID.
 func (s *session) Data(r io.Reader) error {
+	s.conn.setInData(true)
+	defer s.conn.setInData(false)
+	_, bdat := r.(*io.PipeReader) // go-smtp feeds BDAT chunks through a pipe
+	if !bdat {
+		// After DATA: read the message ourselves (see data.go), and in
+		// every case to its end, so the next command is read as one.
+		dr, ok := takeOverData(r, s.srv.opts.MaxMessageSize)
+		if !ok {
+			s.srv.log.Error("smtp: go-smtp's DATA reader is not the one protocol/smtp/data.go knows; ending DATA the library's way")
+		} else {
+			defer func() { _ = dr.Finish() }()
+			r = dr
+		}
+	}
 	s.mu.Lock()
 	txn := s.txn
 	s.mu.Unlock()
-	if !txn.active || len(txn.accounts) == 0 {
+	if !txn.active || len(txn.rcpts) == 0 {
 		return replyBadSequence.reply
 	}
 	if !s.srv.begin() {
 		return replyShuttingDown.reply
 	}
 	defer s.srv.inflight.Done()
-	s.conn.setInData(true)
-	defer s.conn.setInData(false)
 
 	received := time.Now()
 	id := s.conn.nextMessageID()
@@ -366,7 +280,6 @@ func (s *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithCancel(s.srv.ctx)
 	defer cancel()
 
-	_, bdat := r.(*io.PipeReader) // go-smtp feeds BDAT chunks through a pipe
 	var ackStart time.Time
 	var deadline *time.Timer
 	var expired atomic.Bool
@@ -374,7 +287,7 @@ func (s *session) Data(r io.Reader) error {
 		maxLine:     s.srv.opts.MaxLineLength,
 		utf8Headers: txn.utf8 || s.srv.opts.Allow8BitHeaders,
 		fixBare:     s.srv.opts.FixBareLineEndings,
-	}, func(size int64) error {
+	}, func(int64) error {
 		// The whole message is here: from now on the cluster has
 		// DeliveryTimeout to make it durable.
 		if bdat && s.conn.peerClosed() {
@@ -387,19 +300,16 @@ func (s *session) Data(r io.Reader) error {
 			expired.Store(true)
 			cancel()
 		})
-		return s.checkQuotas(ctx, txn.accounts, size+int64(len(trace)))
+		return nil
 	})
-	rcpts := make([]replication.Recipient, len(txn.accounts))
-	for i, a := range txn.accounts {
-		rcpts[i] = replication.Recipient{Account: a}
-	}
 	maxStored := s.srv.opts.MaxMessageSize + int64(len(trace))
-	d, err := s.srv.store.deliver(ctx, io.MultiReader(strings.NewReader(trace), body), rcpts, received, maxStored)
+	var res delivery.Result
+	err := txn.d.Body(ctx, io.MultiReader(strings.NewReader(trace), body), maxStored)
+	if err == nil {
+		res, err = txn.d.Commit(ctx)
+	}
 	if deadline != nil {
 		deadline.Stop()
-	}
-	if err == nil {
-		err = s.checkResults(id, txn, d)
 	}
 	if err != nil {
 		ref := s.srv.deliveryReply(err, body.SourceErr())
@@ -416,66 +326,11 @@ func (s *session) Data(r io.Reader) error {
 	}
 	latency := time.Since(ackStart)
 	s.srv.metrics.accepted.WithLabelValues(s.mode.String()).Inc()
-	s.srv.metrics.bytes.WithLabelValues(s.mode.String()).Add(float64(d.Size))
+	s.srv.metrics.bytes.WithLabelValues(s.mode.String()).Add(float64(res.Size))
 	s.srv.metrics.ack.WithLabelValues(s.mode.String()).Observe(latency.Seconds())
 	s.srv.log.Info("message accepted", "session", s.conn.id, "id", id, "listener", s.mode.String(), "from", txn.from,
-		"rcpts", len(txn.rcpts), "accounts", len(txn.accounts), "size", d.Size, "blob", d.Blob.String(), "ack_ms", latency.Milliseconds())
+		"rcpts", len(txn.rcpts), "accounts", len(txn.d.Accounts()), "size", res.Size, "blob", res.Blob.String(), "ack_ms", latency.Milliseconds())
 	return &gosmtp.SMTPError{Code: 250, EnhancedCode: enh(2, 0, 0), Message: "OK: stored on the cluster as " + id}
-}
-
-// checkQuotas runs once the size is known, before anything is committed:
-// a recipient whose quota the message would break refuses the whole
-// message, because one reply covers every recipient and a partial
-// delivery could not be reported without losing or duplicating mail.
-func (s *session) checkQuotas(ctx context.Context, accounts []string, size int64) error {
-	for _, a := range accounts {
-		acct, err := s.srv.store.account(ctx, a)
-		if err != nil {
-			continue // the state machine decides
-		}
-		if !acct.Disabled && !fits(acct, size) {
-			return replyMailboxFull(s.srv.opts.QuotaPermanent, a)
-		}
-	}
-	return nil
-}
-
-// checkResults turns per-recipient failures of a committed delivery into
-// the one reply SMTP allows. All delivered: nil. None: the common refusal.
-// Some: 451, so the sender retries (the recipients who already have the
-// message may get it twice, which beats losing it for the others).
-func (s *session) checkResults(id string, txn transaction, d replication.Delivered) error {
-	var failed []*refusal
-	for i, r := range d.Results {
-		if err := r.Err(); err != nil {
-			var ref *refusal
-			switch {
-			case errors.Is(err, replication.ErrQuotaExceeded):
-				ref = replyMailboxFull(s.srv.opts.QuotaPermanent, txn.accounts[i])
-			case errors.Is(err, replication.ErrNoSuchAccount):
-				ref = replyNoSuchUser
-			case errors.Is(err, replication.ErrAccountDisabled):
-				ref = replyDisabled
-			default:
-				ref = replyInternal
-			}
-			failed = append(failed, ref)
-		}
-	}
-	switch {
-	case len(failed) == 0:
-		return nil
-	case len(failed) < len(d.Results):
-		s.srv.log.Warn("message delivered to some recipients only; asking the sender to retry", "id", id,
-			"delivered", len(d.Results)-len(failed), "failed", len(failed))
-		return replyPartial
-	}
-	for _, f := range failed[1:] {
-		if f.reply.Code != failed[0].reply.Code {
-			return replyPartial
-		}
-	}
-	return failed[0]
 }
 
 func slogLevelFor(r *refusal) slog.Level {
@@ -487,15 +342,6 @@ func slogLevelFor(r *refusal) slog.Level {
 }
 
 // ---- helpers -------------------------------------------------------------
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {

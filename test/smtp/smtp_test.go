@@ -372,6 +372,21 @@ func TestMalformedInputLeavesNoTrace(t *testing.T) {
 			t.Errorf("%s: %q, want %s", tc.name, strings.TrimSpace(got), tc.want)
 		}
 	}
+	// A bare CR next to a line end: the data ends at the first CRLF.CRLF
+	// and is refused; what follows is read as commands.
+	for _, data := range []string{
+		"Subject: a\r\n\r\nlast\r\n.\r\r\n.\r\n",
+		"Subject: a\r\n\r\nlast\r\r\n.\r\n",
+		"Subject: a\r\n\r\nlast\r\n.\rmore\r\n.\r\n",
+	} {
+		r := start()
+		r.cmd("DATA", "354")
+		r.send(data + "QUIT\r\n")
+		if got := r.expect(""); !strings.HasPrefix(got, "554 5.6.0") {
+			t.Errorf("%q: %q, want 554 5.6.0", data, strings.TrimSpace(got))
+		}
+		r.expect("221")
+	}
 	// A 10 MB line: refused, and the connection is closed.
 	r := start()
 	r.cmd("DATA", "354")
