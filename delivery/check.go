@@ -27,7 +27,7 @@ type Message struct {
 	// both are the account.
 	Recipients []string
 	Accounts   []string
-	Body       replication.Body
+	Body       replication.Ingested
 	// summary is parsed on first use.
 	summary *message.Summary
 }

@@ -27,9 +27,9 @@ type Store interface {
 	Account(ctx context.Context, address string) (state.Account, error)
 	OwnsSender(ctx context.Context, account, address string) (bool, error)
 	MailboxByID(ctx context.Context, account string, id uint64) (state.Mailbox, error)
-	Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Body, error)
-	CommitDelivery(ctx context.Context, b replication.Body, rcpts []replication.Recipient, date time.Time) (replication.Delivered, error)
-	CommitAppend(ctx context.Context, account string, mailboxID uint64, b replication.Body, flags []string, date time.Time) (state.AppendResult, error)
+	Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Ingested, error)
+	CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, date time.Time) (replication.Delivered, error)
+	CommitAppend(ctx context.Context, account string, mailboxID uint64, b replication.Ingested, flags []string, date time.Time) (state.AppendResult, error)
 }
 
 var _ Store = (*replication.Store)(nil)
@@ -71,7 +71,7 @@ type Delivery struct {
 	mailbox  uint64   // APPEND: the target mailbox (0: none yet)
 	flags    []string // APPEND: its flags
 
-	body    replication.Body
+	body    replication.Ingested
 	hasBody bool
 
 	mu    sync.Mutex

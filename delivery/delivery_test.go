@@ -194,26 +194,26 @@ func (f *fakeStore) MailboxByID(_ context.Context, account string, id uint64) (s
 	return state.Mailbox{ID: id}, nil
 }
 
-func (f *fakeStore) Ingest(_ context.Context, body io.Reader, maxSize int64) (replication.Body, error) {
+func (f *fakeStore) Ingest(_ context.Context, body io.Reader, maxSize int64) (replication.Ingested, error) {
 	if maxSize <= 0 {
 		maxSize = 1 << 20
 	}
 	data, err := io.ReadAll(io.LimitReader(body, maxSize+1))
 	if err != nil {
-		return replication.Body{}, fmt.Errorf("blob: put: %w", err)
+		return replication.Ingested{}, fmt.Errorf("blob: put: %w", err)
 	}
 	if int64(len(data)) > maxSize {
-		return replication.Body{}, replication.ErrTooLarge
+		return replication.Ingested{}, replication.ErrTooLarge
 	}
 	id := state.BlobID(sha256.Sum256(data))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("ingest")
 	f.ingested[id] = data
-	return replication.Body{Blob: id, Size: int64(len(data))}, nil
+	return replication.Ingested{Blob: id, Size: int64(len(data))}, nil
 }
 
-func (f *fakeStore) CommitDelivery(_ context.Context, b replication.Body, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
+func (f *fakeStore) CommitDelivery(_ context.Context, b replication.Ingested, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("commit")
@@ -225,7 +225,7 @@ func (f *fakeStore) CommitDelivery(_ context.Context, b replication.Body, rcpts 
 	return out, nil
 }
 
-func (f *fakeStore) CommitAppend(_ context.Context, account string, mailboxID uint64, b replication.Body, flags []string, date time.Time) (state.AppendResult, error) {
+func (f *fakeStore) CommitAppend(_ context.Context, account string, mailboxID uint64, b replication.Ingested, flags []string, date time.Time) (state.AppendResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("commit-append")

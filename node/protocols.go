@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
@@ -56,6 +57,8 @@ type endpoint struct {
 type sharedDeps struct {
 	limiter *auth.Limiter
 	metrics prometheus.Registerer
+	// pipeline is the one way a message enters the store (SMTP, APPEND).
+	pipeline *delivery.Pipeline
 }
 
 // clientServices is the table of client protocols this node runs.
@@ -78,7 +81,7 @@ func (n *Node) clientServices() []*service {
 				smtpSrv, err = smtp.NewServer(smtp.Config{
 					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
 					Logger: n.log.With("proto", "smtp"), Metrics: d.metrics, Options: cfg.SMTP,
-					HandshakeTimeout: cfg.TLSHandshakeTimeout,
+					Pipeline: d.pipeline, HandshakeTimeout: cfg.TLSHandshakeTimeout,
 				})
 				return err
 			},
@@ -99,7 +102,7 @@ func (n *Node) clientServices() []*service {
 				imapSrv, err = imap.NewServer(imap.Config{
 					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
 					Logger: n.log.With("proto", "imap"), Metrics: d.metrics, Options: cfg.IMAP,
-					HandshakeTimeout: cfg.TLSHandshakeTimeout,
+					Pipeline: d.pipeline, HandshakeTimeout: cfg.TLSHandshakeTimeout,
 				})
 				return err
 			},
@@ -184,7 +187,8 @@ func (n *Node) startProtocols(ls clientListeners) error {
 	n.protocols.limiter = auth.NewLimiter(n.cfg.AuthLimits)
 	reg := n.metrics.registry
 	registerLoginMetrics(reg, n.protocols.limiter)
-	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg}
+	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg,
+		pipeline: delivery.New(delivery.Config{Store: n.store, Logger: n.log.With("part", "delivery")})}
 	for _, svc := range n.protocols.services {
 		if err := svc.start(deps); err != nil {
 			return fmt.Errorf("%s: %w", svc.name, err)

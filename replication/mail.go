@@ -12,11 +12,11 @@ import (
 	"github.com/mailcluster/mailcluster/replication/state"
 )
 
-// Body is a message body that is durable on W replicas, with the summary
-// parsed from it: what Ingest returns and the commit functions reference.
-// A Body that is never committed costs nothing but disk until blob GC
+// Ingested is a message body that is durable on W replicas, with the
+// summary parsed from it: what Ingest returns and the commit functions
+// reference. One that is never committed costs nothing but disk until blob GC
 // removes it (unreferenced, past the grace period); nothing needs undoing.
-type Body struct {
+type Ingested struct {
 	Blob    state.BlobID
 	Size    int64
 	summary []byte
@@ -27,31 +27,31 @@ type Body struct {
 // a delivery: nothing refers to the body until CommitDelivery or
 // CommitAppend. A reader error (the client's data refused, or cut) ends it
 // with that error and leaves nothing behind.
-func (s *Store) Ingest(ctx context.Context, body io.Reader, maxSize int64) (Body, error) {
+func (s *Store) Ingest(ctx context.Context, body io.Reader, maxSize int64) (Ingested, error) {
 	if maxSize <= 0 {
 		maxSize = s.maxSize
 	}
 	// A node cut off from the majority fails here, within the propose
 	// timeout, rather than after waiting on peers it cannot reach.
 	if err := noQuorumIfConsensus(s.cons.AwaitLeader(ctx)); err != nil {
-		return Body{}, err
+		return Ingested{}, err
 	}
 	parser := message.NewParser(message.Options{})
 	id, size, err := s.bodies.Put(ctx, io.TeeReader(body, parser), maxSize)
 	if err != nil {
 		switch {
 		case errors.Is(err, blob.ErrTooLarge):
-			return Body{}, ErrTooLarge
+			return Ingested{}, ErrTooLarge
 		case errors.Is(err, blob.ErrNotEnoughReplicas):
-			return Body{}, noQuorum(err)
+			return Ingested{}, noQuorum(err)
 		}
-		return Body{}, err
+		return Ingested{}, err
 	}
 	summary, err := parser.Summary().MarshalBinary()
 	if err != nil {
-		return Body{}, fmt.Errorf("encode summary: %w", err)
+		return Ingested{}, fmt.Errorf("encode summary: %w", err)
 	}
-	return Body{Blob: state.BlobID(id), Size: size, summary: summary}, nil
+	return Ingested{Blob: state.BlobID(id), Size: size, summary: summary}, nil
 }
 
 // Recipient is one local copy of a delivered message.
@@ -87,7 +87,7 @@ func (s *Store) Deliver(ctx context.Context, body io.Reader, recipients []Recipi
 // It does not wait for this node to apply the change (a deliverer does not
 // read its mail back here); readers open mailboxes through the read
 // barrier anyway.
-func (s *Store) CommitDelivery(ctx context.Context, b Body, recipients []Recipient, internalDate time.Time) (Delivered, error) {
+func (s *Store) CommitDelivery(ctx context.Context, b Ingested, recipients []Recipient, internalDate time.Time) (Delivered, error) {
 	if len(recipients) == 0 || b.Blob.IsZero() {
 		return Delivered{}, ErrInvalidArgument
 	}
@@ -121,7 +121,7 @@ func (s *Store) Append(ctx context.Context, account string, mailboxID uint64, bo
 // CommitAppend commits an ingested body into one of account's mailboxes,
 // and waits until this node has applied it (the session that appended
 // reads it back at once).
-func (s *Store) CommitAppend(ctx context.Context, account string, mailboxID uint64, b Body, flags []string, internalDate time.Time) (state.AppendResult, error) {
+func (s *Store) CommitAppend(ctx context.Context, account string, mailboxID uint64, b Ingested, flags []string, internalDate time.Time) (state.AppendResult, error) {
 	if b.Blob.IsZero() {
 		return state.AppendResult{}, ErrInvalidArgument
 	}
@@ -225,4 +225,4 @@ func (s *Store) ClaimRecent(ctx context.Context, account string, mailboxID uint6
 }
 
 // Summary decodes the summary parsed from the body at ingest.
-func (b Body) Summary() (*message.Summary, error) { return message.Unmarshal(b.summary) }
+func (b Ingested) Summary() (*message.Summary, error) { return message.Unmarshal(b.summary) }

@@ -112,15 +112,6 @@ func (s *Store) AddressingBarrier(ctx context.Context) error {
 	return noQuorumIfConsensus(s.cons.ScopedReadBarrier(ctx, state.ScopeAddressing))
 }
 
-// View runs fn in one consistent read transaction of the local state. It
-// does not wait for other nodes: after the caller's own writes, or after
-// Barrier, it sees them.
-//
-// Deprecated: only protocol/smtp's owns() until the delivery pipeline
-// lands. Everything else uses the read methods (read.go), which keep the
-// read-barrier rule themselves.
-func (s *Store) View(fn func(tx *state.Tx) error) error { return s.fsm.View(fn) }
-
 // propose commits one command and decodes its result into T. A command
 // that was applied but refused (mailbox exists, quota, …) returns its typed
 // error together with the result.

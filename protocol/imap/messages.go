@@ -301,8 +301,7 @@ func (s *session) appendMessage(mailbox string, r imap.LiteralReader, options *i
 	// Through the delivery pipeline, like every message: it refuses early
 	// what the quota cannot take (before the literal is read), runs the
 	// checks, and commits.
-	pipeline := delivery.New(delivery.Config{Store: s.store, Logger: s.log})
-	d, err := pipeline.Begin(s.ctx, delivery.Envelope{
+	d, err := s.srv.cfg.Pipeline.Begin(s.ctx, delivery.Envelope{
 		Source: delivery.SourceAppend, Account: s.account, Size: r.Size(), Date: options.Time,
 	})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/listen"
 	"github.com/mailcluster/mailcluster/replication"
@@ -84,6 +85,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer
 	Options  Options
+	// Pipeline stores APPENDed messages, as every other way in does; nil:
+	// one over Store, without checks.
+	Pipeline *delivery.Pipeline
 	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port.
 	// Default 30s.
 	HandshakeTimeout time.Duration
@@ -156,6 +160,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Limiter == nil {
 		cfg.Limiter = auth.NewLimiter(auth.LimiterOptions{})
+	}
+	if cfg.Pipeline == nil {
+		cfg.Pipeline = delivery.New(delivery.Config{Store: cfg.Store, Logger: cfg.Logger})
 	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {

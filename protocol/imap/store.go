@@ -2,8 +2,6 @@ package imap
 
 import (
 	"context"
-	"io"
-	"time"
 
 	"github.com/mailcluster/mailcluster/message"
 	"github.com/mailcluster/mailcluster/replication"
@@ -35,7 +33,6 @@ type mailStore interface {
 	Barrier(ctx context.Context) error
 
 	// Writes.
-	Append(ctx context.Context, account string, mailboxID uint64, body io.Reader, flags []string, internalDate time.Time, maxSize int64) (state.AppendResult, error)
 	CreateMailbox(ctx context.Context, account, name string, use state.SpecialUse, subscribe bool) (state.MailboxResult, error)
 	DeleteMailbox(ctx context.Context, account, name string) error
 	RenameMailbox(ctx context.Context, account, from, to string) (state.MailboxResult, error)

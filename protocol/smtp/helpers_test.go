@@ -178,13 +178,13 @@ func (f *fakeStore) OwnsSender(ctx context.Context, account, address string) (bo
 	return isAlias && slices.Contains(targets, account), nil
 }
 
-func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Body, error) {
+func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Ingested, error) {
 	data, err := io.ReadAll(io.LimitReader(body, maxSize+1))
 	if err != nil {
-		return replication.Body{}, fmt.Errorf("blob: put: reading body: %w", err)
+		return replication.Ingested{}, fmt.Errorf("blob: put: reading body: %w", err)
 	}
 	if int64(len(data)) > maxSize {
-		return replication.Body{}, replication.ErrTooLarge
+		return replication.Ingested{}, replication.ErrTooLarge
 	}
 	id := state.BlobID(sha256.Sum256(data))
 	f.mu.Lock()
@@ -193,10 +193,10 @@ func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (
 	}
 	f.bodies[id] = data
 	f.mu.Unlock()
-	return replication.Body{Blob: id, Size: int64(len(data))}, nil
+	return replication.Ingested{Blob: id, Size: int64(len(data))}, nil
 }
 
-func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Body, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
+func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
 	afterRead, hang := f.afterRead, f.hang
 	data := f.bodies[b.Blob]
@@ -234,7 +234,7 @@ func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Body, rcpt
 	return d, nil
 }
 
-func (f *fakeStore) CommitAppend(context.Context, string, uint64, replication.Body, []string, time.Time) (state.AppendResult, error) {
+func (f *fakeStore) CommitAppend(context.Context, string, uint64, replication.Ingested, []string, time.Time) (state.AppendResult, error) {
 	return state.AppendResult{}, replication.ErrNoSuchMailbox
 }
 
