@@ -64,7 +64,7 @@ var errPolicyClose = io.EOF
 // session ID, error and command counts, and the read deadlines.
 //
 // go-smtp sets one absolute read deadline per command line and none during
-// DATA (DESIGN.md §6). conn replaces that: go-smtp's SetReadDeadline calls
+// DATA (DESIGN.md §7). conn replaces that: go-smtp's SetReadDeadline calls
 // only mark "a command line is about to be read" (that is also where
 // commands are counted), and every Read sets the real deadline itself:
 // CommandTimeout after the start of a command line, or, while a message is
@@ -129,7 +129,7 @@ func connOf(nc net.Conn) *conn {
 // pipelines many commands in one write would otherwise have every buffered
 // one executed before conn.Read is called again. An error here ends
 // go-smtp's read of the line, and io.EOF makes it close the connection
-// without a reply of its own (DESIGN.md §6).
+// without a reply of its own (DESIGN.md §7).
 func (c *conn) SetReadDeadline(time.Time) error {
 	c.mu.Lock()
 	c.lineDeadline = time.Now().Add(c.srv.opts.CommandTimeout)
