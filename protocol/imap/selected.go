@@ -245,7 +245,14 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		return nil
 	}
 	if err := s.drain(); err != nil {
-		return err
+		// An error returned from Poll ends the connection without a reply
+		// (imapserver treats it as a broken connection). Only a session
+		// that said BYE ends; a failed re-read is retried next time.
+		if errors.Is(err, errSessionEnded) {
+			return err
+		}
+		s.log.Warn("imap: could not bring the selected mailbox up to date; will retry", "err", err)
+		return nil
 	}
 	sel := s.sel
 	if allowExpunge {
@@ -313,6 +320,8 @@ func (s *session) drain() error {
 	}
 	if sel.view.resync && !sel.view.deleted {
 		if err := s.resync(); err != nil {
+			// The view stays marked for a re-read, retried at the next
+			// command; the command that needs it gets the error.
 			return err
 		}
 	}
