@@ -40,6 +40,9 @@ type Options struct {
 	// (bodies up to 1/16 of it, at most 4 MiB, are kept). Default 64 MiB;
 	// negative turns the cache off.
 	BodyCacheBytes int64
+	// PreLoginTimeout closes a connection that has not logged in and sent
+	// nothing for this long ("* BYE Autologout"). Default 30s.
+	PreLoginTimeout time.Duration
 }
 
 func (o Options) withDefaults(store *replication.Store) Options {
@@ -58,6 +61,9 @@ func (o Options) withDefaults(store *replication.Store) Options {
 	o.MaxMessageSize = min(o.MaxMessageSize, 1<<32-1)
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 10 * time.Second
+	}
+	if o.PreLoginTimeout <= 0 {
+		o.PreLoginTimeout = 30 * time.Second
 	}
 	switch {
 	case o.BodyCacheBytes == 0:
@@ -106,11 +112,14 @@ func capabilities() imap.CapSet {
 
 // Server serves IMAP on the node's IMAP ports.
 //
-// Two imapserver instances share the work, because the library decides per
-// server (not per connection) whether a password may travel in plain text:
-// "loopback" allows it, for clients on this machine; "strict" allows it only
-// inside TLS (STARTTLS or the implicit-TLS port) and advertises
-// LOGINDISABLED before that.
+// Three imapserver instances share the work, because the library decides per
+// server (not per connection) whether a password may travel in plain text
+// and whether STARTTLS is offered: "loopback" allows plain-text passwords,
+// for clients on this machine; "strict" advertises LOGINDISABLED; both
+// offer STARTTLS. "tls" serves connections whose TLS this server
+// terminates (the implicit-TLS port, and plain ones after STARTTLS): the
+// library never sees a *tls.Conn, because every connection reaches it
+// through a guardConn (see guard.go), which also answers STARTTLS.
 type Server struct {
 	cfg    Config
 	opts   Options
@@ -118,8 +127,8 @@ type Server struct {
 	m      *metrics
 	bodies *bodyCache
 
-	strict, loopback     *imapserver.Server
-	strictLn, loopbackLn *chanListener
+	strict, loopback, tlsSrv    *imapserver.Server
+	strictLn, loopbackLn, tlsLn *chanListener
 	served               sync.WaitGroup // the imapserver Serve loops
 
 	ctx    context.Context // canceled by Close: ends every session's work
@@ -163,19 +172,21 @@ func NewServer(cfg Config) (*Server, error) {
 	s.bodies = newBodyCache(s.opts.BodyCacheBytes)
 	s.strictLn = newChanListener()
 	s.loopbackLn = newChanListener()
-	s.strict = imapserver.New(s.libraryOptions(false))
-	s.loopback = imapserver.New(s.libraryOptions(true))
+	s.tlsLn = newChanListener()
+	s.strict = imapserver.New(s.libraryOptions(false, cfg.TLS))
+	s.loopback = imapserver.New(s.libraryOptions(true, cfg.TLS))
+	s.tlsSrv = imapserver.New(s.libraryOptions(true, nil))
 	return s, nil
 }
 
-func (s *Server) libraryOptions(plaintextAuth bool) *imapserver.Options {
+func (s *Server) libraryOptions(plaintextAuth bool, starttls *tls.Config) *imapserver.Options {
 	return &imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return s.newSession(c), nil, nil
 		},
 		Caps:         capabilities(),
 		Logger:       libraryLogger{log: s.log, m: s.m},
-		TLSConfig:    s.cfg.TLS,
+		TLSConfig:    starttls, // never used by the library: the guard answers STARTTLS
 		InsecureAuth: plaintextAuth,
 	}
 }
@@ -192,7 +203,7 @@ func (s *Server) start() {
 	for _, p := range []struct {
 		srv *imapserver.Server
 		ln  *chanListener
-	}{{s.strict, s.strictLn}, {s.loopback, s.loopbackLn}} {
+	}{{s.strict, s.strictLn}, {s.loopback, s.loopbackLn}, {s.tlsSrv, s.tlsLn}} {
 		s.served.Add(1)
 		go func() {
 			defer s.served.Done()
@@ -290,18 +301,39 @@ func (s *Server) admit(raw net.Conn, implicitTLS bool) {
 	s.mu.Lock()
 	s.conns[tracked] = struct{}{}
 	s.mu.Unlock()
-	var conn net.Conn = tracked
+	var conn net.Conn
 	target := s.strictLn
 	switch {
 	case implicitTLS:
-		// A real *tls.Conn, so the library knows it is encrypted: it allows
-		// LOGIN and offers no STARTTLS.
-		conn = tls.Server(tracked, s.cfg.TLS)
+		// The "tls" instance allows LOGIN and offers no STARTTLS.
+		conn = newGuard(tls.Server(tracked, s.cfg.TLS), s.opts.PreLoginTimeout, nil)
+		target = s.tlsLn
 	case auth.PlaintextAllowed(raw.RemoteAddr(), false):
 		target = s.loopbackLn
+		fallthrough
+	default:
+		conn = newGuard(tracked, s.opts.PreLoginTimeout, s.startTLSFunc())
 	}
 	if !target.deliver(conn, s.ctx.Done()) {
 		_ = conn.Close()
+	}
+}
+
+// startTLSFunc is what a plain connection's guard calls after answering
+// STARTTLS: the TLS side of the connection starts over in the "tls"
+// instance (its greeting dropped: the client expects none). nil without a
+// TLS configuration (the library then answers that STARTTLS is not
+// supported).
+func (s *Server) startTLSFunc() func(net.Conn) {
+	if s.cfg.TLS == nil {
+		return nil
+	}
+	return func(raw net.Conn) {
+		g := newGuard(tls.Server(raw, s.cfg.TLS), s.opts.PreLoginTimeout, nil)
+		g.skipGreeting = true
+		if !s.tlsLn.deliver(g, s.ctx.Done()) {
+			_ = raw.Close()
+		}
 	}
 }
 
@@ -339,6 +371,7 @@ func (s *Server) Close() error {
 	// close the connections here.
 	_ = s.strictLn.Close()
 	_ = s.loopbackLn.Close()
+	_ = s.tlsLn.Close()
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -413,6 +446,12 @@ func (inProcessAddr) String() string  { return "imap" }
 
 // libraryLogger routes imapserver's log lines into slog. A client that
 // disconnects mid-command is routine (debug); a recovered panic is an error.
+// "handling X command: err" comes from an error that is not an *imap.Error:
+// the session never returns one (it maps every store error itself), so it
+// is the library refusing the client's arguments (a sequence set, date or
+// modified UTF-7 name it cannot parse; the guard turns its NO [SERVERBUG]
+// into the right reply) or a connection that broke: debug. Only the
+// library's own complaints ("imapserver: ...") are worth a warning.
 type libraryLogger struct {
 	log *slog.Logger
 	m   *metrics
@@ -424,8 +463,10 @@ func (l libraryLogger) Printf(format string, args ...any) {
 	case strings.HasPrefix(format, "panic"):
 		l.m.panics.Inc()
 		l.log.Error("imap connection panicked; closed it", "detail", msg)
+	case strings.HasPrefix(format, "handling") && strings.Contains(msg, "imapserver:"):
+		l.log.Warn("imap command failed in the protocol library", "detail", msg)
 	case strings.HasPrefix(format, "handling"):
-		l.log.Warn("imap command failed", "detail", msg)
+		l.log.Debug("imap command refused by the protocol library", "detail", msg)
 	default:
 		l.log.Debug("imap connection", "detail", msg)
 	}

@@ -25,6 +25,7 @@ type session struct {
 	srv    *Server
 	store  *replication.Store
 	conn   *imapserver.Conn
+	wire   *guardConn // the connection's guard (nil in unit tests without one)
 	remote net.Addr
 	log    *slog.Logger
 	ctx    context.Context
@@ -61,6 +62,10 @@ func (s *Server) newSession(c *imapserver.Conn) *session {
 		log:    s.log.With("session", s.nextID.Add(1), "remote", remote.String()),
 		ctx:    ctx,
 		cancel: cancel,
+	}
+	if g, ok := c.NetConn().(*guardConn); ok {
+		sess.wire = g
+		g.authenticated = func() bool { return sess.account != "" }
 	}
 	s.sessions.Add(1)
 	s.m.sessions.Inc()
