@@ -416,3 +416,22 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		}
 	})
 }
+
+// announceKeywords sends "* FLAGS" before a FETCH that shows f, if f holds
+// a keyword the client has not been told of: a client must never see a
+// keyword in FETCH that FLAGS has not listed. (Poll sends FLAGS too, but
+// only after the command's own FETCH responses.) It writes between two of
+// imapserver's responses, through the connection's guard.
+func (s *session) announceKeywords(f state.Flags) error {
+	v := s.sel.view
+	v.noteKeywords(f)
+	if !v.keywordsChanged || s.wire == nil {
+		return nil
+	}
+	v.keywordsChanged = false
+	names := make([]string, 0, len(systemFlags)+len(v.keywords))
+	for _, fl := range s.sel.flagList() {
+		names = append(names, string(fl))
+	}
+	return s.wire.writeUntagged("FLAGS (" + strings.Join(names, " ") + ")")
+}

@@ -129,7 +129,7 @@ type Server struct {
 
 	strict, loopback, tlsSrv    *imapserver.Server
 	strictLn, loopbackLn, tlsLn *chanListener
-	served               sync.WaitGroup // the imapserver Serve loops
+	served                      sync.WaitGroup // the imapserver Serve loops
 
 	ctx    context.Context // canceled by Close: ends every session's work
 	cancel context.CancelFunc
