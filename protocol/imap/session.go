@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -19,9 +20,14 @@ import (
 )
 
 // session is one client connection. imapserver calls its methods one at a
-// time from the connection's goroutine; only Idle runs on another goroutine,
-// and then the connection goroutine waits for it. So no locking is needed.
+// time from the connection's goroutine; only Idle runs on another goroutine.
+// The connection goroutine waits for it, except when reading the client's
+// DONE fails (a hang-up, an over-long line): then imapserver goes on (the
+// next command, Poll, Close) while Idle is still returning. busy keeps
+// those apart: every entry point (run, guard, Close) holds it.
 type session struct {
+	busy sync.Mutex
+
 	srv    *Server
 	store  *replication.Store
 	conn   *imapserver.Conn
@@ -76,6 +82,8 @@ func (s *Server) newSession(c *imapserver.Conn) *session {
 // run executes one command: it counts it, and turns a panic into the end of
 // this connection only.
 func (s *session) run(cmd string, fn func() error) (err error) {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
@@ -88,6 +96,8 @@ func (s *session) run(cmd string, fn func() error) (err error) {
 
 // guard is run without counting a command (Poll).
 func (s *session) guard(what string, fn func() error) (err error) {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	defer func() {
 		if v := recover(); v != nil {
 			err = s.crashed(what, v)
@@ -118,6 +128,8 @@ func (s *session) fail(err error) error {
 
 // Close ends the session (the connection is gone).
 func (s *session) Close() error {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	s.countUnselect()
 	s.unselect()
 	if s.acctSub != nil {
