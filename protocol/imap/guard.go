@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -58,6 +59,7 @@ type guardConn struct {
 	// --- input (imapserver's connection goroutine only)
 	in       []byte // read from the client, not handed on yet
 	pending  []byte // the rest of a line handed on in parts
+	scratch  []byte // fill's read buffer
 	fail     error  // every Read returns it from now on
 	crlfDue  bool   // hand on "\r\n" next: ends the line after a refusal
 	atStart  bool   // the next line starts a command
@@ -288,9 +290,13 @@ func (g *guardConn) handOn(p []byte, line []byte) int {
 // readLiteral hands on accepted literal data.
 func (g *guardConn) readLiteral(p []byte) (int, error) {
 	if len(g.in) == 0 {
-		if err := g.fill(); err != nil {
-			return 0, err
+		// Straight into the library's buffer: no copy for a large APPEND.
+		n, err := g.readClient(p[:min(int64(len(p)), g.litLeft)])
+		g.litLeft -= int64(n)
+		if n > 0 {
+			return n, nil
 		}
+		return 0, err
 	}
 	n := copy(p, g.in[:min(int64(len(g.in)), g.litLeft)])
 	g.in = g.in[n:]
@@ -319,8 +325,24 @@ func (g *guardConn) readLine(limit int) ([]byte, error) {
 	}
 }
 
-// fill reads more from the client.
+// fill reads more from the client into g.in.
 func (g *guardConn) fill() error {
+	if len(g.scratch) == 0 {
+		g.scratch = make([]byte, guardChunk)
+	}
+	n, err := g.readClient(g.scratch)
+	g.in = append(g.in, g.scratch[:n]...)
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// readClient reads from the client under imapserver's read deadline, or
+// the pre-login idle limit if that comes first. A failed read fails every
+// later one too (imapserver reads again after a timeout, which doubled its
+// own pre-login limit).
+func (g *guardConn) readClient(p []byte) (int, error) {
 	deadline := g.readDeadline
 	preLogin := !g.loggedIn() && g.preLogin > 0
 	if preLogin {
@@ -329,25 +351,20 @@ func (g *guardConn) fill() error {
 		}
 	}
 	_ = g.Conn.SetReadDeadline(deadline)
-	buf := make([]byte, guardChunk)
-	n, err := g.Conn.Read(buf)
-	g.in = append(g.in, buf[:n]...)
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		return nil
+	n, err := g.Conn.Read(p)
+	if n > 0 || err == nil {
+		return n, nil
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		if g.atStart && preLogin {
-			return g.closeAnswering("*", "BYE Autologout; idle for too long")
+			return 0, g.closeAnswering("*", "BYE Autologout; idle for too long")
 		}
 		g.fail = fmt.Errorf("imap: client idle too long: %w", net.ErrClosed)
-		return g.fail
+		return 0, g.fail
 	}
 	g.fail = err
-	return err
+	return 0, err
 }
 
 // refuseInside makes the library's read in the middle of a command fail
@@ -527,6 +544,11 @@ func (g *guardConn) Close() error {
 	}
 	if bye != "" {
 		g.answer("*", "BYE "+bye)
+		// Read (a bounded amount of) what the client is still sending:
+		// closing with unread input resets the connection, and the client
+		// could lose the reply and the BYE.
+		_ = g.Conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.CopyN(io.Discard, g.Conn, 1<<20)
 	}
 	return g.Conn.Close()
 }
