@@ -70,8 +70,9 @@ type guardConn struct {
 	mailLit  bool    // APPEND: the first literal was the mailbox name
 	lit      *litAnn // announced at the end of the last line handed on
 	litLeft  int64   // data of an accepted literal still to hand on
-	// readDeadline is the one imapserver asked for.
-	readDeadline time.Time
+	// readDeadline is the one imapserver asked for; lineDue bounds the
+	// rest of a line that has begun.
+	readDeadline, lineDue time.Time
 
 	// --- output
 	mu           sync.Mutex
@@ -99,6 +100,8 @@ const (
 	// message (and before login, RFC 7888 LITERAL-, everywhere).
 	maxBufferedLiteral = 4096
 	guardChunk         = 16 << 10
+	// lineTimeout bounds how long the rest of a begun line may take.
+	lineTimeout = 30 * time.Second
 )
 
 // litAnn is a literal announced at the end of a line.
@@ -309,6 +312,7 @@ func (g *guardConn) readLiteral(p []byte) (int, error) {
 func (g *guardConn) readLine(limit int) ([]byte, error) {
 	for {
 		if i := bytes.IndexByte(g.in, '\n'); i >= 0 {
+			g.lineDue = time.Time{}
 			if i+1 > limit {
 				return nil, nil
 			}
@@ -319,7 +323,13 @@ func (g *guardConn) readLine(limit int) ([]byte, error) {
 		if len(g.in) > limit {
 			return nil, nil
 		}
-		if err := g.fill(); err != nil {
+		if len(g.in) > 0 && g.lineDue.IsZero() {
+			// Once a line has begun, the rest must come soon (imapserver
+			// gave a command 30 s from its first byte).
+			g.lineDue = time.Now().Add(lineTimeout)
+		}
+		err := g.fill()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -344,6 +354,9 @@ func (g *guardConn) fill() error {
 // own pre-login limit).
 func (g *guardConn) readClient(p []byte) (int, error) {
 	deadline := g.readDeadline
+	if !g.lineDue.IsZero() && (deadline.IsZero() || g.lineDue.Before(deadline)) {
+		deadline = g.lineDue
+	}
 	preLogin := !g.loggedIn() && g.preLogin > 0
 	if preLogin {
 		if d := time.Now().Add(g.preLogin); deadline.IsZero() || d.Before(deadline) {
