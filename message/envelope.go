@@ -334,7 +334,7 @@ func (p *Parser) parseAddress(s string) (Address, bool) {
 			addr = rest
 		}
 	}
-	addr = strings.TrimSpace(addr)
+	addr = cleanAddrSpec(addr)
 	if i := strings.LastIndexByte(addr, ':'); i >= 0 && strings.HasPrefix(addr, "@") {
 		addr = addr[i+1:] // an obsolete source route
 	}
@@ -354,4 +354,15 @@ func (p *Parser) parseAddress(s string) (Address, bool) {
 		a.Host = missingDomain
 	}
 	return a, true
+}
+
+// cleanAddrSpec removes the comments and folding white space an addr-spec
+// may carry around its parts (RFC 5322 3.4.1: "<user (c)@ (c) example.org>"
+// is user@example.org). Spaces inside a quoted local part are kept.
+func cleanAddrSpec(addr string) string {
+	addr = strings.TrimSpace(stripComments(addr))
+	if strings.IndexByte(addr, '"') >= 0 {
+		return addr
+	}
+	return strings.Join(strings.Fields(addr), "")
 }

@@ -28,6 +28,16 @@
 //     their bytes and for SEARCH BODY/TEXT once the cheap keys still match.
 //   - A panic in one session is recovered, logged and ends that connection
 //     only; the change feed never runs session code.
+//   - imapserver reads every connection through a guardConn (guard.go): it
+//     gets one line, or accepted literal data, at a time, so client data
+//     is never run as a command (an over-long line ends in BAD and the
+//     connection closing; a literal it would refuse silently is answered at
+//     once). The library never sees a *tls.Conn: TLS we terminate is
+//     served by the "tls" imapserver instance, and the guard answers
+//     STARTTLS itself.
+//   - A client never sees a keyword in FETCH before a FLAGS response that
+//     lists it. NO [SERVERBUG] means a bug of ours, never a client's
+//     mistake.
 //
 // It must never import node, keep package-level mutable state, or let a
 // client's input size decide how much memory a command takes beyond the

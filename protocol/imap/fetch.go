@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -406,6 +407,11 @@ func (s *session) writeFetch(w *imapserver.FetchWriter, t target, m *loaded, o *
 		sizes = append(sizes, uint32(min(l.size(), 1<<32-1)))
 	}
 
+	if o.Flags || m.seenNow {
+		if err := s.announceKeywords(m.rec.Flags); err != nil {
+			return s.brokenWrite(err)
+		}
+	}
 	rw := w.CreateMessage(t.seq)
 	if o.UID {
 		rw.WriteUID(imap.UID(m.rec.UID))
@@ -426,7 +432,10 @@ func (s *session) writeFetch(w *imapserver.FetchWriter, t target, m *loaded, o *
 		rw.WriteBodyStructure(structure)
 	}
 	for _, l := range sections {
-		if err := writeLiteral(rw.WriteBodySection(l.section.(*imap.FetchItemBodySection), l.size()), l); err != nil {
+		// A literal may not hold NUL (RFC 9051 4.3); BINARY[] (literal8)
+		// can. As Dovecot does, NULs under BODY[] are sent as 0x80: same
+		// size, so offsets and partial fetches stay true.
+		if err := writeLiteral(noNULs{rw.WriteBodySection(l.section.(*imap.FetchItemBodySection), l.size())}, l); err != nil {
 			return s.brokenWrite(err)
 		}
 	}
@@ -459,4 +468,18 @@ func (s *session) brokenWrite(err error) error {
 	s.ended = true
 	_ = s.conn.NetConn().Close()
 	return errSessionEnded
+}
+
+// noNULs passes a BODY[] literal on with each NUL byte replaced by 0x80.
+type noNULs struct{ io.WriteCloser }
+
+func (w noNULs) Write(p []byte) (int, error) {
+	if bytes.IndexByte(p, 0) < 0 {
+		return w.WriteCloser.Write(p)
+	}
+	q := bytes.ReplaceAll(p, []byte{0}, []byte{0x80})
+	if _, err := w.WriteCloser.Write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -75,6 +75,9 @@ func (s *session) storeFlags(w *imapserver.FetchWriter, numSet imap.NumSet, flag
 			if flags.Silent {
 				continue
 			}
+			if err := s.announceKeywords(msgs[i].rec.Flags); err != nil {
+				return s.brokenWrite(err)
+			}
 			rw := w.CreateMessage(t.seq)
 			if byUID {
 				rw.WriteUID(imap.UID(t.uid))
@@ -131,17 +134,26 @@ func (s *session) copyOrMove(numSet imap.NumSet, dest string, mw *imapserver.Mov
 		}
 		return nil, s.fail(err)
 	}
-	if move && destMB.ID == s.sel.id {
-		return nil, no(imap.ResponseCodeCannot, "Cannot move messages into the mailbox they are in")
-	}
 	set, _ := uidSetOf(targets)
 	if len(set) == 0 {
 		return nil, nil
 	}
 	var res state.CopyResult
-	if move {
+	switch {
+	case move && destMB.ID == s.sel.id:
+		// RFC 6851 allows it: the messages get new UIDs in the same
+		// mailbox and the old ones are expunged. The store's Move refuses
+		// one mailbox as both ends, so it is a copy, then an expunge of
+		// exactly the copied UIDs; if that second commit fails, the client
+		// is told, and finds the copies next to the originals.
+		if res, err = s.store.Copy(s.ctx, s.account, s.sel.id, set, destMB.ID); err == nil && len(res.Source) > 0 {
+			if _, err = s.store.Expunge(s.ctx, s.account, s.sel.id, res.Source, false); err != nil {
+				s.log.Warn("MOVE into the selected mailbox copied but could not expunge the originals", "err", err)
+			}
+		}
+	case move:
 		res, err = s.store.Move(s.ctx, s.account, s.sel.id, set, destMB.ID)
-	} else {
+	default:
 		res, err = s.store.Copy(s.ctx, s.account, s.sel.id, set, destMB.ID)
 	}
 	if err != nil {

@@ -258,7 +258,7 @@ func (m *searchMsg) match(c *imap.SearchCriteria) (bool, error) {
 				return false, err
 			}
 			for _, h := range c.Header {
-				if !matchHeader(fields, h.Key, h.Value) {
+				if !matchHeader(fields, h.Key, h.Value) && !matchAddresses(&sum.Envelope, h.Key, h.Value) {
 					return false, nil
 				}
 			}
@@ -416,4 +416,38 @@ func (m *searchMsg) bodyContains(text string, header bool) (bool, error) {
 	}
 	walk(&sum.Part)
 	return found, walkErr
+}
+
+// matchAddresses matches FROM, TO, CC and BCC against the addresses as
+// parsed (comments removed, encoded names decoded): "user@example.org"
+// finds "<user (comment)@ (comment) example.org>", which the raw header
+// text does not contain.
+func matchAddresses(env *message.Envelope, key, value string) bool {
+	var list []message.Address
+	switch strings.ToLower(key) {
+	case "from":
+		list = env.From
+	case "to":
+		list = env.To
+	case "cc":
+		list = env.Cc
+	case "bcc":
+		list = env.Bcc
+	default:
+		return false
+	}
+	needle := bytes.ToLower([]byte(value))
+	for _, a := range list {
+		if a.Host == "" {
+			continue // a group marker
+		}
+		full := a.Mailbox + "@" + a.Host
+		if a.Name != "" {
+			full = a.Name + " <" + full + ">"
+		}
+		if containsFold([]byte(full), needle) {
+			return true
+		}
+	}
+	return false
 }

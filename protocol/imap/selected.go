@@ -204,7 +204,14 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		return nil
 	}
 	if err := s.drain(); err != nil {
-		return err
+		// An error returned from Poll ends the connection without a reply
+		// (imapserver treats it as a broken connection). Only a session
+		// that said BYE ends; a failed re-read is retried next time.
+		if errors.Is(err, errSessionEnded) {
+			return err
+		}
+		s.log.Warn("imap: could not bring the selected mailbox up to date; will retry", "err", err)
+		return nil
 	}
 	sel := s.sel
 	if allowExpunge {
@@ -272,6 +279,8 @@ func (s *session) drain() error {
 	}
 	if sel.view.resync && !sel.view.deleted {
 		if err := s.resync(); err != nil {
+			// The view stays marked for a re-read, retried at the next
+			// command; the command that needs it gets the error.
 			return err
 		}
 	}
@@ -348,4 +357,23 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 			}
 		}
 	})
+}
+
+// announceKeywords sends "* FLAGS" before a FETCH that shows f, if f holds
+// a keyword the client has not been told of: a client must never see a
+// keyword in FETCH that FLAGS has not listed. (Poll sends FLAGS too, but
+// only after the command's own FETCH responses.) It writes between two of
+// imapserver's responses, through the connection's guard.
+func (s *session) announceKeywords(f state.Flags) error {
+	v := s.sel.view
+	v.noteKeywords(f)
+	if !v.keywordsChanged || s.wire == nil {
+		return nil
+	}
+	v.keywordsChanged = false
+	names := make([]string, 0, len(systemFlags)+len(v.keywords))
+	for _, fl := range s.sel.flagList() {
+		names = append(names, string(fl))
+	}
+	return s.wire.writeUntagged("FLAGS (" + strings.Join(names, " ") + ")")
 }

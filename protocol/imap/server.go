@@ -38,8 +38,9 @@ type Options struct {
 	// ShutdownGrace is how long Close waits for sessions to end after
 	// their connections were closed. Default 10s.
 	ShutdownGrace time.Duration
-	// LoginIdleTimeout closes a connection that has not logged in after
-	// this long without sending anything. Default 30s.
+	// LoginIdleTimeout closes a connection that has not logged in and sent
+	// nothing for this long ("* BYE Autologout"; the guard enforces it).
+	// Default 30s.
 	LoginIdleTimeout time.Duration
 	// BodyCacheBytes is the memory for recently fetched message bodies
 	// (bodies up to 1/16 of it, at most 4 MiB, are kept). Default 64 MiB;
@@ -120,11 +121,14 @@ func capabilities() imap.CapSet {
 
 // Server serves IMAP on the node's IMAP ports.
 //
-// Two imapserver instances share the work, because the library decides per
-// server (not per connection) whether a password may travel in plain text:
-// "loopback" allows it, for clients on this machine; "strict" allows it only
-// inside TLS (STARTTLS or the implicit-TLS port) and advertises
-// LOGINDISABLED before that.
+// Three imapserver instances share the work, because the library decides per
+// server (not per connection) whether a password may travel in plain text
+// and whether STARTTLS is offered: "loopback" allows plain-text passwords,
+// for clients on this machine; "strict" advertises LOGINDISABLED; both
+// offer STARTTLS. "tls" serves connections whose TLS this server
+// terminates (the implicit-TLS port, and plain ones after STARTTLS): the
+// library never sees a *tls.Conn, because every connection reaches it
+// through a guardConn (see guard.go), which also answers STARTTLS.
 type Server struct {
 	cfg    Config
 	opts   Options
@@ -132,9 +136,9 @@ type Server struct {
 	m      *metrics
 	bodies *bodyCache
 
-	strict, loopback     *imapserver.Server
-	strictLn, loopbackLn *chanListener
-	served               sync.WaitGroup // the imapserver Serve loops
+	strict, loopback, tlsSrv    *imapserver.Server
+	strictLn, loopbackLn, tlsLn *chanListener
+	served                      sync.WaitGroup // the imapserver Serve loops
 
 	ctx    context.Context // canceled by Close: ends every session's work
 	cancel context.CancelFunc
@@ -183,19 +187,21 @@ func NewServer(cfg Config) (*Server, error) {
 	s.bodies = newBodyCache(s.opts.BodyCacheBytes)
 	s.strictLn = newChanListener()
 	s.loopbackLn = newChanListener()
-	s.strict = imapserver.New(s.libraryOptions(false))
-	s.loopback = imapserver.New(s.libraryOptions(true))
+	s.tlsLn = newChanListener()
+	s.strict = imapserver.New(s.libraryOptions(false, cfg.TLS))
+	s.loopback = imapserver.New(s.libraryOptions(true, cfg.TLS))
+	s.tlsSrv = imapserver.New(s.libraryOptions(true, nil))
 	return s, nil
 }
 
-func (s *Server) libraryOptions(plaintextAuth bool) *imapserver.Options {
+func (s *Server) libraryOptions(plaintextAuth bool, starttls *tls.Config) *imapserver.Options {
 	return &imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return s.newSession(c), nil, nil
 		},
 		Caps:         capabilities(),
 		Logger:       libraryLogger{log: s.log, m: s.m},
-		TLSConfig:    s.cfg.TLS,
+		TLSConfig:    starttls, // never used by the library: the guard answers STARTTLS
 		InsecureAuth: plaintextAuth,
 	}
 }
@@ -212,7 +218,7 @@ func (s *Server) start() {
 	for _, p := range []struct {
 		srv *imapserver.Server
 		ln  *chanListener
-	}{{s.strict, s.strictLn}, {s.loopback, s.loopbackLn}} {
+	}{{s.strict, s.strictLn}, {s.loopback, s.loopbackLn}, {s.tlsSrv, s.tlsLn}} {
 		s.served.Add(1)
 		go func() {
 			defer s.served.Done()
@@ -284,7 +290,7 @@ func (s *Server) acceptLoop(ln net.Listener, implicitTLS bool) error {
 // track registers an admitted connection so Close can end it; closing it
 // frees its connection slot.
 func (s *Server) track(raw net.Conn, free func()) net.Conn {
-	tracked := &trackedConn{Conn: raw, preLogin: s.opts.LoginIdleTimeout, active: time.Now()}
+	tracked := &trackedConn{Conn: raw}
 	tracked.release = func() {
 		s.mu.Lock()
 		delete(s.conns, tracked)
@@ -297,15 +303,44 @@ func (s *Server) track(raw net.Conn, free func()) net.Conn {
 	return tracked
 }
 
-// route hands an admitted connection to the imapserver instance that
-// matches its plain-text-password rule.
+// route guards an admitted connection and hands it to the imapserver
+// instance that matches it: "tls" for a connection whose TLS we
+// terminated (port 993: the shared accept loop did the handshake), else
+// the one whose plain-text-password rule fits the client. The library is
+// never handed an unguarded connection.
 func (s *Server) route(conn net.Conn) {
 	target := s.strictLn
-	if _, isTLS := conn.(*tls.Conn); !isTLS && auth.PlaintextAllowed(conn.RemoteAddr(), false) {
+	switch {
+	case isTLS(conn):
+		// The "tls" instance allows LOGIN and offers no STARTTLS.
+		conn = newGuard(conn, s.opts.LoginIdleTimeout, nil)
+		target = s.tlsLn
+	case auth.PlaintextAllowed(conn.RemoteAddr(), false):
 		target = s.loopbackLn
+		fallthrough
+	default:
+		conn = newGuard(conn, s.opts.LoginIdleTimeout, s.startTLSFunc())
 	}
 	if !target.deliver(conn, s.ctx.Done()) {
 		_ = conn.Close()
+	}
+}
+
+// startTLSFunc is what a plain connection's guard calls after answering
+// STARTTLS: the TLS side of the connection starts over in the "tls"
+// instance (its greeting dropped: the client expects none). nil without a
+// TLS configuration (the library then answers that STARTTLS is not
+// supported).
+func (s *Server) startTLSFunc() func(net.Conn) {
+	if s.cfg.TLS == nil {
+		return nil
+	}
+	return func(raw net.Conn) {
+		g := newGuard(tls.Server(raw, s.cfg.TLS), s.opts.LoginIdleTimeout, nil)
+		g.skipGreeting = true
+		if !s.tlsLn.deliver(g, s.ctx.Done()) {
+			_ = raw.Close()
+		}
 	}
 }
 
@@ -351,6 +386,7 @@ func (s *Server) Close() error {
 	// close the connections here.
 	_ = s.strictLn.Close()
 	_ = s.loopbackLn.Close()
+	_ = s.tlsLn.Close()
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -365,67 +401,16 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// trackedConn releases its connection slot once, when closed. Until its
-// client logs in, it also caps every read deadline at preLogin after the
-// client last sent anything: imapserver gives an idle client 30 s twice
-// over (once waiting for input, then again for the command), so a silent
-// connection lasted 60 s.
+// trackedConn releases its connection slot once, when closed.
 type trackedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
-
-	preLogin time.Duration
-	loggedIn atomic.Bool
-	mu       sync.Mutex
-	active   time.Time // the client last sent bytes (or connected)
 }
 
-func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && !c.loggedIn.Load() {
-		c.mu.Lock()
-		c.active = time.Now()
-		c.mu.Unlock()
-	}
-	return n, err
-}
-
-func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	if c.preLogin > 0 && !c.loggedIn.Load() {
-		c.mu.Lock()
-		limit := c.active.Add(c.preLogin)
-		c.mu.Unlock()
-		if t.IsZero() || t.After(limit) {
-			t = limit
-		}
-	}
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *trackedConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// setLoggedIn tells the connection under an imapserver connection whether
-// its client is logged in (the pre-login idle limit applies until then).
-func setLoggedIn(nc net.Conn, in bool) {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	c, ok := nc.(*trackedConn)
-	if !ok {
-		return
-	}
-	if !in {
-		c.mu.Lock()
-		c.active = time.Now()
-		c.mu.Unlock()
-	}
-	c.loggedIn.Store(in)
+func isTLS(c net.Conn) bool {
+	_, ok := c.(*tls.Conn)
+	return ok
 }
 
 func (c *trackedConn) Close() error {
@@ -481,6 +466,12 @@ func (inProcessAddr) String() string  { return "imap" }
 
 // libraryLogger routes imapserver's log lines into slog. A client that
 // disconnects mid-command is routine (debug); a recovered panic is an error.
+// "handling X command: err" comes from an error that is not an *imap.Error:
+// the session never returns one (it maps every store error itself), so it
+// is the library refusing the client's arguments (a sequence set, date or
+// modified UTF-7 name it cannot parse; the guard turns its NO [SERVERBUG]
+// into the right reply) or a connection that broke: debug. Only the
+// library's own complaints ("imapserver: ...") are worth a warning.
 type libraryLogger struct {
 	log *slog.Logger
 	m   *metrics
@@ -492,8 +483,10 @@ func (l libraryLogger) Printf(format string, args ...any) {
 	case strings.HasPrefix(format, "panic"):
 		l.m.panics.Inc()
 		l.log.Error("imap connection panicked; closed it", "detail", msg)
+	case strings.HasPrefix(format, "handling") && strings.Contains(msg, "imapserver:"):
+		l.log.Warn("imap command failed in the protocol library", "detail", msg)
 	case strings.HasPrefix(format, "handling"):
-		l.log.Warn("imap command failed", "detail", msg)
+		l.log.Debug("imap command refused by the protocol library", "detail", msg)
 	default:
 		l.log.Debug("imap connection", "detail", msg)
 	}

@@ -218,3 +218,30 @@ func TestCloseEndsSessions(t *testing.T) {
 		t.Fatalf("%d connections counted after Close", s.OpenConnections())
 	}
 }
+
+// TestStartTLSDropsPipelinedPlaintext: commands sent after STARTTLS, before
+// the handshake, are not taken as sent inside TLS (the guard answers
+// STARTTLS and drops them), and after the upgrade STARTTLS is refused.
+func TestStartTLSDropsPipelinedPlaintext(t *testing.T) {
+	s := newTestServer(t, Options{})
+	c := connect(t, s, "192.0.2.8:40000", false)
+	r := bufio.NewReader(c)
+	readLine(t, r, c)
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("a STARTTLS\r\nb LOGOUT\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLine(t, r, c); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("STARTTLS: %q", got)
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	tr := bufio.NewReader(tc)
+	// The first thing inside TLS answers this command, not "b LOGOUT".
+	got := command(t, tc, tr, "c", "NOOP")
+	if len(got) != 1 || !strings.HasPrefix(got[0], "c OK") {
+		t.Fatalf("first response inside TLS: %q", got)
+	}
+	if got := command(t, tc, tr, "d", "STARTTLS"); strings.HasPrefix(got[len(got)-1], "d OK") {
+		t.Fatalf("STARTTLS inside TLS: %q", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -19,12 +20,18 @@ import (
 )
 
 // session is one client connection. imapserver calls its methods one at a
-// time from the connection's goroutine; only Idle runs on another goroutine,
-// and then the connection goroutine waits for it. So no locking is needed.
+// time from the connection's goroutine; only Idle runs on another goroutine.
+// The connection goroutine waits for it, except when reading the client's
+// DONE fails (a hang-up, an over-long line): then imapserver goes on (the
+// next command, Poll, Close) while Idle is still returning. busy keeps
+// those apart: every entry point (run, guard, Close) holds it.
 type session struct {
+	busy sync.Mutex
+
 	srv    *Server
 	store  mailStore
 	conn   *imapserver.Conn
+	wire   *guardConn // the connection's guard (nil in unit tests without one)
 	remote net.Addr
 	log    *slog.Logger
 	ctx    context.Context
@@ -62,6 +69,10 @@ func (s *Server) newSession(c *imapserver.Conn) *session {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	if g, ok := c.NetConn().(*guardConn); ok {
+		sess.wire = g
+		g.authenticated = func() bool { return sess.account != "" }
+	}
 	s.sessions.Add(1)
 	s.m.sessions.Inc()
 	s.m.sessionsTotal.Inc()
@@ -71,6 +82,8 @@ func (s *Server) newSession(c *imapserver.Conn) *session {
 // run executes one command: it counts it, and turns a panic into the end of
 // this connection only.
 func (s *session) run(cmd string, fn func() error) (err error) {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
@@ -83,6 +96,8 @@ func (s *session) run(cmd string, fn func() error) (err error) {
 
 // guard is run without counting a command (Poll).
 func (s *session) guard(what string, fn func() error) (err error) {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	defer func() {
 		if v := recover(); v != nil {
 			err = s.crashed(what, v)
@@ -113,6 +128,8 @@ func (s *session) fail(err error) error {
 
 // Close ends the session (the connection is gone).
 func (s *session) Close() error {
+	s.busy.Lock()
+	defer s.busy.Unlock()
 	s.countUnselect()
 	s.unselect()
 	if s.acctSub != nil {
@@ -200,7 +217,6 @@ func (s *session) login(username, password string) error {
 		return s.fail(err)
 	}
 	s.srv.m.logins.WithLabelValues("ok").Inc()
-	setLoggedIn(s.conn.NetConn(), true)
 	s.account = acct.Address
 	s.acctSub = s.store.Feed().SubscribeAccount(acct.Address)
 	s.log = s.log.With("account", acct.Address)
@@ -215,7 +231,6 @@ func (s *session) Unauthenticate() error {
 			s.acctSub = nil
 		}
 		s.account = ""
-		setLoggedIn(s.conn.NetConn(), false)
 		return nil
 	})
 }

@@ -218,7 +218,14 @@ func TestCluster(t *testing.T) {
 				defer wg.Done()
 				rnd := rand.New(rand.NewPCG(uint64(w), 7))
 				for i := range 25 {
-					n := c.Mailbox().NumMessages
+					mb := c.Mailbox()
+					if mb == nil {
+						// The client left the selected state: the server
+						// ended the session (BYE or a closed connection).
+						errs <- fmt.Errorf("worker %d step %d: no longer in the selected state (client state %v): %w", w, i, c.State(), closedErr(c))
+						return
+					}
+					n := mb.NumMessages
 					var err error
 					switch op := rnd.IntN(6); {
 					case op == 0:
@@ -271,7 +278,11 @@ func TestCluster(t *testing.T) {
 			if err := c.Noop().Wait(); err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Mailbox().NumMessages; got != uint32(len(mb.UIDs)) {
+			sel := c.Mailbox()
+			if sel == nil {
+				t.Fatalf("client %d is no longer in the selected state: %v", i, closedErr(c))
+			}
+			if got := sel.NumMessages; got != uint32(len(mb.UIDs)) {
 				t.Errorf("client %d counts %d messages, the mailbox holds %d", i, got, len(mb.UIDs))
 				continue
 			}

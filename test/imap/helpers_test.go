@@ -329,6 +329,10 @@ func mustSelect(t testing.TB, c *imapclient.Client, name string, readOnly bool) 
 	if err != nil {
 		t.Fatalf("SELECT %s: %v", name, err)
 	}
+	// imapclient (v2.0.0-beta.8) completes the command before it records
+	// the selected mailbox (completeCommand signals Wait, then sets
+	// c.mailbox): wait for that, or c.Mailbox() may still be nil.
+	waitFor(t, "the client to record the selected mailbox", func() bool { return c.Mailbox() != nil })
 	return d
 }
 
@@ -339,4 +343,15 @@ func hasFlag(flags []imap.Flag, f imap.Flag) bool {
 		}
 	}
 	return false
+}
+
+// closedErr says whether the server closed c's connection, for a test that
+// finds c no longer in the selected state.
+func closedErr(c *imapclient.Client) error {
+	select {
+	case <-c.Closed():
+		return errors.New("the server closed the connection")
+	default:
+		return errors.New("the connection is still open")
+	}
 }
