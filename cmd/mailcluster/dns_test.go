@@ -11,10 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	msgdkim "github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/mailauth/dkim"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
 
@@ -224,16 +227,37 @@ func TestDKIMAndDNSCommands(t *testing.T) {
 		}
 	}
 
+	// Mail signed with the store's keys verifies against the published
+	// records, looked up through the loopback resolver.
+	signing, err := c.Node(0).Store().DKIMSigningKeys(context.Background(), "example.test")
+	if err != nil || len(signing) != 2 {
+		t.Fatalf("signing keys: %d %v", len(signing), err)
+	}
+	msg := "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: hi\r\n\r\nhello\r\n"
+	sig, err := dkim.Sign(strings.NewReader(msg), "example.test", signing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := miekgLookup([]string{z.addr}, 5*time.Second)
+	vs, err := msgdkim.VerifyWithOptions(strings.NewReader(string(sig)+msg), &msgdkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) { return lookup(context.Background(), name, dns.TypeTXT) },
+	})
+	if err != nil || len(vs) != 2 {
+		t.Fatalf("verify: %d %v", len(vs), err)
+	}
+	for _, v := range vs {
+		if v.Err != nil {
+			t.Errorf("signature does not verify against the published zone: %v", v.Err)
+		}
+	}
+
 	// No private key shows anywhere: logs, command output, API answers.
 	resp, statusBody := opsCall(t, addr, http.MethodGet, "/api/status", testToken, "")
 	resp.Body.Close()
 	_, keysBody := opsCall(t, addr, http.MethodGet, "/api/domains/example.test/dkim", testToken, "")
 	_, retireBody := opsCall(t, addr, http.MethodPost, "/api/domains/example.test/dkim/retire", testToken, `{"selector":"`+ks[2].Selector+`"}`)
 	outputs = append(outputs, statusBody, keysBody, retireBody, logs.String())
-	priv, err := c.Node(0).Store().DKIMSigningKeys(context.Background(), "example.test")
-	if err != nil || len(priv) != 2 {
-		t.Fatalf("signing keys: %d %v", len(priv), err)
-	}
+	priv := signing
 	if !strings.Contains(logs.String(), "dkim keys added") {
 		t.Fatal("the node logged no key change: the check below would prove little")
 	}
