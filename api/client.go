@@ -195,3 +195,26 @@ func (c *Client) SetAlias(ctx context.Context, address string, r AliasRequest) e
 func (c *Client) DeleteAlias(ctx context.Context, address string) error {
 	return c.Do(ctx, http.MethodDelete, "/api/aliases/"+esc(address), nil, nil)
 }
+
+// DKIMKeys is GET /api/domains/{name}/dkim: every key of the domain,
+// retired ones too, oldest first.
+func (c *Client) DKIMKeys(ctx context.Context, domain string) ([]DKIMKeyInfo, error) {
+	var ks []DKIMKeyInfo
+	err := c.Do(ctx, http.MethodGet, "/api/domains/"+esc(domain)+"/dkim", nil, &ks)
+	return ks, err
+}
+
+// RotateDKIM is POST /api/domains/{name}/dkim: a new pair of keys
+// (Ed25519 and RSA-2048); the older keys keep signing until retired.
+func (c *Client) RotateDKIM(ctx context.Context, domain string) ([]DKIMKeyInfo, error) {
+	var ks []DKIMKeyInfo
+	err := c.Do(ctx, http.MethodPost, "/api/domains/"+esc(domain)+"/dkim", nil, &ks)
+	return ks, err
+}
+
+// RetireDKIM is POST /api/domains/{name}/dkim/retire.
+func (c *Client) RetireDKIM(ctx context.Context, domain string, r DKIMRetireRequest) (DKIMRetired, error) {
+	var out DKIMRetired
+	err := c.Do(ctx, http.MethodPost, "/api/domains/"+esc(domain)+"/dkim/retire", r, &out)
+	return out, err
+}

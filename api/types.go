@@ -136,3 +136,29 @@ type Result struct {
 type ErrorBody struct {
 	Error string `json:"error"`
 }
+
+// DKIMKeyInfo is one DKIM signing key of a domain as
+// GET /api/domains/{name}/dkim shows it: the public half, as the TXT record
+// to publish. The private key never leaves the cluster's state.
+type DKIMKeyInfo struct {
+	Selector  string    `json:"selector"`
+	Algorithm string    `json:"algorithm"` // ed25519 or rsa
+	Name      string    `json:"name"`      // where to publish: <selector>._domainkey.<domain>
+	Record    string    `json:"record"`    // the TXT value: v=DKIM1; k=…; p=…
+	Created   time.Time `json:"created"`
+	// Retired keys no longer sign; their records can be removed once mail
+	// signed with them has been delivered.
+	Retired bool `json:"retired,omitempty"`
+}
+
+// DKIMRetireRequest stops signing with keys of a domain
+// (POST /api/domains/{name}/dkim/retire): the key of Selector, or with no
+// selector every key older than the newest one of its algorithm.
+type DKIMRetireRequest struct {
+	Selector string `json:"selector,omitempty"`
+}
+
+// DKIMRetired answers a retire request: the selectors retired by it.
+type DKIMRetired struct {
+	Retired []string `json:"retired"`
+}

@@ -22,7 +22,9 @@ type adminCommand struct {
 	usage string // arguments after the verb
 	help  string
 	args  int // required positional arguments
-	run   func(ctx context.Context, c *adminClient, af *adminFlags, fs *flag.FlagSet, stdout io.Writer) error
+	// optional positional arguments after the required ones
+	optional int
+	run      func(ctx context.Context, c *adminClient, af *adminFlags, fs *flag.FlagSet, stdout io.Writer) error
 }
 
 // runAdmin dispatches "noun verb [flags] args".
@@ -61,7 +63,7 @@ func runAdmin(noun string, verbs map[string]adminCommand, setup func(verb string
 	if err := fs.Parse(interleave(args[1:], fs)); err != nil {
 		return err
 	}
-	if fs.NArg() != cmd.args {
+	if fs.NArg() < cmd.args || fs.NArg() > cmd.args+cmd.optional {
 		return fmt.Errorf("usage: mailcluster %s %s %s", noun, verb, cmd.usage)
 	}
 	c, err := af.client()

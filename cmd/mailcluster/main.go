@@ -25,6 +25,8 @@ usage: mailcluster <command> [flags]
   domain   add | del | list | catchall — local mail domains
   user     add | del | passwd | quota | list | show | disable | enable | forward — accounts
   alias    add | del | list — addresses that deliver elsewhere
+  dkim     list | rotate | retire — the domains' DKIM signing keys
+  dns      records | check — the DNS records a domain needs, and whether they are published
   version  print the version
 
 Admin commands reach a node with --addr host:port and --token (or MAILCLUSTER_ADDR and
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"domain": cmdDomain,
 		"user":   cmdUser,
 		"alias":  cmdAlias,
+		"dkim":   cmdDKIM,
+		"dns":    cmdDNS,
 	}
 	name, rest := args[0], args[1:]
 	switch name {

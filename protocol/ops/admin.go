@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/mailcluster/mailcluster/api"
 	"github.com/mailcluster/mailcluster/replication"
@@ -33,6 +35,21 @@ type Admin interface {
 	SetAlias(ctx context.Context, address string, targets []string) error
 	DeleteAlias(ctx context.Context, address string) error
 	Aliases(ctx context.Context, domain string) ([]state.Alias, error)
+	// DKIM keys: the answers carry public halves only.
+	DKIMKeys(ctx context.Context, domain string) ([]replication.DKIMKey, error)
+	RotateDKIM(ctx context.Context, domain string) ([]replication.DKIMKey, error)
+	RetireDKIM(ctx context.Context, domain, selector string) ([]string, error)
+}
+
+func dkimKeyInfos(domain string, ks []replication.DKIMKey) []api.DKIMKeyInfo {
+	out := make([]api.DKIMKeyInfo, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, api.DKIMKeyInfo{
+			Selector: k.Selector, Algorithm: k.Algorithm, Name: k.Selector + "._domainkey." + domain,
+			Record: k.Record, Created: time.Unix(0, k.Created).UTC(), Retired: k.Retired,
+		})
+	}
+	return out
 }
 
 func userInfo(a state.Account) api.UserInfo {
@@ -67,7 +84,54 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			if !readJSON(w, r, &req) {
 				return
 			}
-			done(w, a.AddDomain(r.Context(), req.Name), http.StatusCreated)
+			if err := a.AddDomain(r.Context(), req.Name); err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			// Every domain signs its outgoing mail: its first DKIM keys
+			// are made with it (a leader task makes them later if this
+			// fails).
+			if _, err := a.RotateDKIM(r.Context(), req.Name); err != nil {
+				writeStoreError(w, fmt.Errorf("domain %s added, but its DKIM keys were not made (mailcluster dkim rotate %s makes them): %w", req.Name, req.Name, err))
+				return
+			}
+			WriteJSON(w, http.StatusCreated, api.Result{Result: "ok"})
+		}),
+		"GET /api/domains/{name}/dkim": h(func(w http.ResponseWriter, r *http.Request) {
+			if !consistent(w, r, a) {
+				return
+			}
+			name := strings.ToLower(r.PathValue("name"))
+			ks, err := a.DKIMKeys(r.Context(), name)
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			WriteJSON(w, http.StatusOK, dkimKeyInfos(name, ks))
+		}),
+		"POST /api/domains/{name}/dkim": h(func(w http.ResponseWriter, r *http.Request) {
+			name := strings.ToLower(r.PathValue("name"))
+			ks, err := a.RotateDKIM(r.Context(), name)
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			WriteJSON(w, http.StatusCreated, dkimKeyInfos(name, ks))
+		}),
+		"POST /api/domains/{name}/dkim/retire": h(func(w http.ResponseWriter, r *http.Request) {
+			var req api.DKIMRetireRequest
+			if !readJSON(w, r, &req) {
+				return
+			}
+			retired, err := a.RetireDKIM(r.Context(), r.PathValue("name"), req.Selector)
+			if err != nil {
+				writeStoreError(w, err)
+				return
+			}
+			if retired == nil {
+				retired = []string{}
+			}
+			WriteJSON(w, http.StatusOK, api.DKIMRetired{Retired: retired})
 		}),
 		"DELETE /api/domains/{name}": h(func(w http.ResponseWriter, r *http.Request) {
 			done(w, a.DeleteDomain(r.Context(), r.PathValue("name")), http.StatusOK)
@@ -229,6 +293,10 @@ func writeStoreError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, replication.ErrNoQuorum):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, replication.ErrNoSuchSelector):
+		status = http.StatusNotFound
+	case errors.Is(err, replication.ErrLastDKIMKey):
+		status = http.StatusConflict
 	case errors.Is(err, replication.ErrNoSuchDomain), errors.Is(err, replication.ErrNoSuchAccount),
 		errors.Is(err, replication.ErrNoSuchAlias), errors.Is(err, replication.ErrNoSuchMailbox):
 		status = http.StatusNotFound

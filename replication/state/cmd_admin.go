@@ -51,6 +51,9 @@ func (a *applier) deleteDomain(c *DeleteDomain) (Result, error) {
 	if err := a.domains.Delete([]byte(d)); err != nil {
 		return nil, err
 	}
+	if err := a.deleteDKIMKeys(d); err != nil {
+		return nil, err
+	}
 	a.emit(DomainChanged{Index: a.index, Domain: d, Deleted: true})
 	return Done{}, nil
 }
