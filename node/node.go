@@ -191,7 +191,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err = n.startProtocols(clients); err != nil {
 		return nil, err
 	}
-	closers = append(closers, n.stopProtocols)
+	closers = append(closers, func() { n.stopProtocols(false) })
 
 	record := Record{
 		ID:       cfg.NodeID,
@@ -337,7 +337,7 @@ func (n *Node) Halt(ctx context.Context) error { return n.stop(ctx, false) }
 func (n *Node) stop(ctx context.Context, handOver bool) error {
 	n.stopOnce.Do(func() {
 		n.cancel()
-		n.stopProtocols()
+		n.stopProtocols(handOver)
 		_ = n.http.Shutdown(ctx)
 		if handOver && n.cons.IsLeader() {
 			if err := n.cons.TransferLeadership(); err != nil {

@@ -41,8 +41,9 @@ type service struct {
 	// start builds the server; afterwards each endpoint's serve works.
 	start func(shared sharedDeps) error
 	// close stops the server and every session (nil-safe: it may run
-	// after a failed start).
-	close func() error
+	// after a failed start). graceful lets work under way finish first;
+	// without it the stop looks like a crash (Halt).
+	close func(graceful bool) error
 }
 
 // endpoint is one listening port of a service.
@@ -85,9 +86,12 @@ func (n *Node) clientServices() []*service {
 				})
 				return err
 			},
-			close: func() error {
-				if smtpSrv == nil {
+			close: func(graceful bool) error {
+				switch {
+				case smtpSrv == nil:
 					return nil
+				case !graceful:
+					return smtpSrv.Abort()
 				}
 				return smtpSrv.Close()
 			},
@@ -106,7 +110,7 @@ func (n *Node) clientServices() []*service {
 				})
 				return err
 			},
-			close: func() error {
+			close: func(bool) error {
 				if imapSrv == nil {
 					return nil
 				}
@@ -131,7 +135,7 @@ func (n *Node) clientServices() []*service {
 				})
 				return err
 			},
-			close: func() error {
+			close: func(bool) error {
 				if pop3Srv == nil {
 					return nil
 				}
@@ -226,9 +230,9 @@ func registerLoginMetrics(reg prometheus.Registerer, lim *auth.Limiter) {
 }
 
 // stopProtocols closes every client listener and session.
-func (n *Node) stopProtocols() {
+func (n *Node) stopProtocols(graceful bool) {
 	for _, svc := range n.protocols.services {
-		_ = svc.close()
+		_ = svc.close(graceful)
 	}
 }
 

@@ -87,6 +87,7 @@ type settings struct {
 	SMTPDataTimeout           duration `toml:"smtp_data_timeout" help:"how long message data may stall (a slow upload that keeps sending is never cut)"`
 	SMTPWriteTimeout          duration `toml:"smtp_write_timeout" help:"time allowed to write one SMTP reply"`
 	SMTPDeliveryTimeout       duration `toml:"smtp_delivery_timeout" help:"how long the cluster may take to store a message after its last byte before the client gets 451"`
+	SMTPShutdownGrace         duration `toml:"smtp_shutdown_grace" help:"how long a stopping node lets messages being stored finish, so they get their 250"`
 	SMTPQuotaPermanent        bool     `toml:"smtp_quota_permanent" help:"answer mailbox full with 552 5.2.2 (bounce now) instead of 452 4.2.2 (retry)"`
 	SMTPAllow8BitHeaders      bool     `toml:"smtp_allow_8bit_headers" help:"accept raw 8-bit header bytes from clients that did not announce SMTPUTF8"`
 	SMTPFixBareLineEndings    bool     `toml:"smtp_fix_bare_line_endings" help:"turn bare LF / bare CR into CRLF instead of refusing the message"`

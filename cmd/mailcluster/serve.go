@@ -119,6 +119,7 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		DataTimeout:           time.Duration(s.SMTPDataTimeout),
 		WriteTimeout:          time.Duration(s.SMTPWriteTimeout),
 		DeliveryTimeout:       time.Duration(s.SMTPDeliveryTimeout),
+		ShutdownGrace:         time.Duration(s.SMTPShutdownGrace),
 		QuotaPermanent:        s.SMTPQuotaPermanent,
 		Allow8BitHeaders:      s.SMTPAllow8BitHeaders,
 		FixBareLineEndings:    s.SMTPFixBareLineEndings,

@@ -41,6 +41,9 @@ type fakeStore struct {
 	// afterRead runs after the body is read, before the "commit".
 	afterRead func()
 	hang      bool // wait for the context instead of committing
+	// gate, if set, holds the "commit" until it is closed; canceled while
+	// held, the commit's outcome is unknown (it was proposed).
+	gate chan struct{}
 }
 
 type fakeMessage struct {
@@ -198,11 +201,18 @@ func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (
 
 func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
-	afterRead, hang := f.afterRead, f.hang
+	afterRead, hang, gate := f.afterRead, f.hang, f.gate
 	data := f.bodies[b.Blob]
 	f.mu.Unlock()
 	if afterRead != nil {
 		afterRead()
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return replication.Delivered{}, fmt.Errorf("propose: %w: %w", replication.ErrOutcomeUnknown, ctx.Err())
+		}
 	}
 	if hang {
 		<-ctx.Done()

@@ -45,6 +45,10 @@ type Options struct {
 	// cluster may take to make it durable before the client gets 451.
 	// Default 60s.
 	DeliveryTimeout time.Duration
+	// ShutdownGrace is how long a stopping node lets the deliveries under
+	// way finish, so that a message already being committed gets its 250
+	// instead of a temporary failure its sender would retry. Default 10s.
+	ShutdownGrace time.Duration
 
 	// QuotaPermanent answers "mailbox full" with 552 5.2.2 (the sender
 	// bounces at once) instead of the default 452 4.2.2 (the sender retries,
@@ -91,5 +95,6 @@ func (o Options) withDefaults(storeMax int64) Options {
 	setDur(&o.DataTimeout, 5*time.Minute)
 	setDur(&o.WriteTimeout, time.Minute)
 	setDur(&o.DeliveryTimeout, time.Minute)
+	setDur(&o.ShutdownGrace, 10*time.Second)
 	return o
 }

@@ -171,10 +171,18 @@ func (s *Server) serve(ln net.Listener, md mode) error {
 	return s.servers[md].Serve(l)
 }
 
-// Close stops every listener and session. Deliveries in progress are
-// canceled (their clients, if still connected, get nothing: they never saw
-// a 250 and will retry); Close waits for them to return.
-func (s *Server) Close() error {
+// Close stops every listener and session. Deliveries under way get
+// ShutdownGrace to finish first, so one whose commit is in flight answers
+// with its real outcome: a 250 for a stored message, never a refusal its
+// sender would retry (a duplicate). Only then are their contexts canceled
+// (a commit cut short answers "it may have been stored") and, once they
+// have answered, the connections closed.
+func (s *Server) Close() error { return s.close(s.opts.ShutdownGrace) }
+
+// Abort stops like a crash: deliveries under way are canceled at once.
+func (s *Server) Abort() error { return s.close(0) }
+
+func (s *Server) close(grace time.Duration) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -185,18 +193,32 @@ func (s *Server) Close() error {
 		_ = ln.Close()
 	}
 	s.mu.Unlock()
+	if grace > 0 && !s.waitDeliveries(grace) {
+		s.log.Warn("smtp: deliveries still running after the shutdown grace period; canceling them")
+	}
 	s.cancel()
+	if grace > 0 {
+		s.waitDeliveries(5 * time.Second) // their replies, before the connections close
+	}
 	for _, gs := range s.servers {
 		_ = gs.Close()
 	}
+	if !s.waitDeliveries(30 * time.Second) {
+		s.log.Warn("smtp: deliveries still running after close")
+	}
+	return nil
+}
+
+// waitDeliveries waits up to d for the deliveries under way to return.
+func (s *Server) waitDeliveries(d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { s.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		s.log.Warn("smtp: deliveries still running after close")
+		return true
+	case <-time.After(d):
+		return false
 	}
-	return nil
 }
 
 // begin registers work that Close must wait for; false once closing.

@@ -314,7 +314,9 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		ref := s.srv.deliveryReply(err, body.SourceErr())
 		switch {
-		case s.srv.ctx.Err() != nil:
+		case s.srv.ctx.Err() != nil && ref != replyOutcomeUnknown:
+			// Never over an unknown outcome: the message may be stored,
+			// and "shutting down, retry" would have it sent twice.
 			ref = replyShuttingDown
 		case expired.Load() && ref == replyInternal:
 			ref = replyNoQuorum // the cluster did not make it durable in time

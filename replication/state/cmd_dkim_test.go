@@ -94,7 +94,7 @@ func TestSetDKIMKeysEncodingKeepsKeysOutOfPrints(t *testing.T) {
 	if got := back.(*SetDKIMKeys); !bytes.Equal(got.Keys[0].Private, priv) || got.Domain != "example.org" || got.Time != 1 {
 		t.Fatalf("round trip: %+v", got)
 	}
-	if _, err := Decode(append([]byte{0x60}, `{"t":1,"domain":"d","keys":[],"extra":1}`...)); err == nil {
+	if _, err := Decode(append([]byte{0x70}, `{"t":1,"domain":"d","keys":[],"extra":1}`...)); err == nil {
 		t.Fatal("an unknown field decoded")
 	}
 	var logs bytes.Buffer
