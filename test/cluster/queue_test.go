@@ -40,6 +40,8 @@ func TestQueueLeaseMovesToAnotherNodeWhenTheHolderDies(t *testing.T) {
 
 	// Submitted through the third node: one local copy, one queue entry.
 	s3 := c.Node(third).Store()
+	wake := c.Node(holder).Store().Feed().SubscribeQueue() // a worker's wake-up
+	defer wake.Close()
 	body := testMessage(1, "for the outside")
 	var b replication.Ingested
 	Retry(t, "ingest", func() (err error) {
@@ -60,7 +62,22 @@ func TestQueueLeaseMovesToAnotherNodeWhenTheHolderDies(t *testing.T) {
 		t.Fatal("the local copy is missing")
 	}
 
-	// The holder sees it due (its own state) and claims it.
+	// The holder's worker is woken by the new entry, sees it due (its own
+	// state) and claims it.
+	woken := false
+	for deadline := time.After(Timeout); !woken; {
+		select {
+		case <-wake.Ready():
+		case <-deadline:
+			t.Fatal("no queue event for the new entry on " + c.Members[holder].ID)
+		}
+		events, _ := wake.Next()
+		for _, ev := range events {
+			if qc, ok := ev.(state.QueueChanged); ok && slices.Contains(qc.Due, id) {
+				woken = true
+			}
+		}
+	}
 	s2 := c.Node(holder).Store()
 	c.WaitFor("the entry to be due on "+c.Members[holder].ID, func() bool {
 		due, _, err := s2.QueueDue(ctxT(t), 10)
