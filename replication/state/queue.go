@@ -29,14 +29,23 @@ func (id QueueID) String() string {
 // IsZero reports whether id is unset.
 func (id QueueID) IsZero() bool { return id == QueueID{} }
 
-// ParseQueueID parses the text form "<index>.<n>".
+// ParseQueueID parses the text form "<index>.<n>" of an ID a command
+// could have made (index 1 or more), e.g. one an operator typed.
 func ParseQueueID(s string) (QueueID, error) {
+	id, err := parseQueueID(s)
+	if err == nil && id.Index == 0 {
+		err = fmt.Errorf("state: queue id %q: no entry has index 0", s)
+	}
+	return id, err
+}
+
+func parseQueueID(s string) (QueueID, error) {
 	i, n, ok := strings.Cut(s, ".")
 	if !ok {
 		return QueueID{}, fmt.Errorf("state: queue id %q: want <index>.<n>", s)
 	}
 	index, err := strconv.ParseUint(i, 10, 64)
-	if err != nil || index == 0 {
+	if err != nil {
 		return QueueID{}, fmt.Errorf("state: queue id %q: bad index", s)
 	}
 	ord, err := strconv.ParseUint(n, 10, 16)
@@ -48,8 +57,11 @@ func ParseQueueID(s string) (QueueID, error) {
 
 func (id QueueID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
 
+// UnmarshalText reads every value MarshalText writes, the zero ID
+// included: a command that names one must decode on every node (and then
+// find no entry), never stop them.
 func (id *QueueID) UnmarshalText(b []byte) error {
-	v, err := ParseQueueID(string(b))
+	v, err := parseQueueID(string(b))
 	if err != nil {
 		return err
 	}

@@ -506,3 +506,39 @@ func TestQueueEvents(t *testing.T) {
 		t.Fatalf("enqueue event %#v", ev[0])
 	}
 }
+
+// Whatever a proposer puts in a queue command decodes on every node: a
+// zero or unknown ID is skipped by Apply, it never stops the state machine.
+func TestQueueCommandsRoundTrip(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	odd := []QueueID{{}, {Index: 1<<64 - 1, N: 1<<16 - 1}}
+	for _, cmd := range []Command{
+		&QueueClaim{Time: 1, Node: "n1", IDs: odd, Lease: sec},
+		&QueueRenew{Time: 1, Token: 3, IDs: odd, Lease: sec},
+		&QueueReport{Time: 1, Token: 3, Outcomes: []QueueOutcome{{ID: odd[0], Kind: OutcomeFailed, Bounce: &Bounce{Kind: BounceFailed, Blob: blobID(1), Remote: []QueueTarget{{To: "x@y.test"}}}}}},
+		&QueueAdmin{Time: 1, Op: QueueDelete, IDs: odd},
+		&Deliver{Time: 1, Blob: blobID(1), Size: 1, Remote: []QueueTarget{{From: "", To: "x@y.test", ORCPT: "rfc822;x@y.test", Notify: NotifyNever, Ret: "FULL", EnvID: "e", UTF8: true}}},
+	} {
+		data, err := Encode(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Decode(data)
+		if err != nil {
+			t.Fatalf("%T does not decode: %v", cmd, err)
+		}
+		if again, _ := Encode(back); !bytes.Equal(again, data) {
+			t.Fatalf("%T: %s re-encodes as %s", cmd, data, again)
+		}
+		h.do(cmd) // applies (refused or not) without stopping
+	}
+	if _, err := ParseQueueID("0.0"); err == nil {
+		t.Fatal("ParseQueueID accepted index 0")
+	}
+	for _, bad := range []string{"", "1", "1.", ".1", "1.65536", "x.1", "1.-1"} {
+		if _, err := ParseQueueID(bad); err == nil {
+			t.Errorf("ParseQueueID(%q) accepted", bad)
+		}
+	}
+}
