@@ -47,6 +47,10 @@ var (
 	// ErrTooManyMailboxes: the account has reached its limit of mailboxes
 	// (Config.MaxMailboxesPerAccount).
 	ErrTooManyMailboxes = state.ErrTooManyMailboxes
+	// ErrNoSuchQueueEntry and ErrStaleLease refuse one outcome of a queue
+	// report (see QueueReport): the entry is gone, or another claim holds it.
+	ErrNoSuchQueueEntry = state.ErrNoSuchQueueEntry
+	ErrStaleLease       = state.ErrStaleLease
 )
 
 // Temporary reports whether err is worth retrying later: the cluster lacked
@@ -68,7 +72,7 @@ func Temporary(err error) bool {
 		ErrNoSuchAccount, ErrAccountExists, ErrAccountDisabled, ErrNoSuchMailbox,
 		ErrMailboxExists, ErrHasChildren, ErrInvalidName, ErrCannotDeleteInbox,
 		ErrQuotaExceeded, ErrNoSuchAlias, ErrAliasExists, ErrInvalidAddress,
-		ErrInvalidArgument, ErrNoSuchMessage, ErrTooManyMailboxes,
+		ErrInvalidArgument, ErrNoSuchMessage, ErrTooManyMailboxes, ErrNoSuchQueueEntry, ErrStaleLease,
 	} {
 		if errors.Is(err, permanent) {
 			return false

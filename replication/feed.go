@@ -18,6 +18,7 @@ type Feed struct {
 	mu        sync.Mutex
 	byMailbox map[uint64]map[*Subscription]struct{}
 	byAccount map[string]map[*Subscription]struct{}
+	queue     map[*Subscription]struct{}
 }
 
 // NewFeed returns an empty feed. Wire Publish and Reset into state.Options.
@@ -25,6 +26,7 @@ func NewFeed() *Feed {
 	return &Feed{
 		byMailbox: make(map[uint64]map[*Subscription]struct{}),
 		byAccount: make(map[string]map[*Subscription]struct{}),
+		queue:     make(map[*Subscription]struct{}),
 	}
 }
 
@@ -34,6 +36,7 @@ type Subscription struct {
 	feed      *Feed
 	mailboxID uint64
 	account   string
+	ofQueue   bool
 
 	mu       sync.Mutex
 	queue    []state.Event
@@ -67,6 +70,18 @@ func (f *Feed) SubscribeAccount(account string) *Subscription {
 	return s
 }
 
+// SubscribeQueue subscribes to the outbound queue's events: entries added
+// or made due at once (state.QueueChanged) and the queue clock moving
+// (state.QueueTicked). A worker waits on Ready instead of polling; an
+// overflow only means "look at the queue again".
+func (f *Feed) SubscribeQueue() *Subscription {
+	s := &Subscription{feed: f, ofQueue: true, ready: make(chan struct{}, 1)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.queue[s] = struct{}{}
+	return s
+}
+
 // Ready signals (without blocking the publisher) that Next has events.
 func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 
@@ -86,6 +101,10 @@ func (s *Subscription) Close() {
 	f := s.feed
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if s.ofQueue {
+		delete(f.queue, s)
+		return
+	}
 	if s.account != "" {
 		delete(f.byAccount[s.account], s)
 		if len(f.byAccount[s.account]) == 0 {
@@ -148,6 +167,10 @@ func (f *Feed) Publish(events []state.Event) {
 			account = e.Account
 		case state.AccountDeleted:
 			account = e.Account
+		case state.QueueChanged, state.QueueTicked:
+			for s := range f.queue {
+				s.push(e)
+			}
 		}
 		if mailbox != 0 {
 			for s := range f.byMailbox[mailbox] {
@@ -176,5 +199,8 @@ func (f *Feed) Reset() {
 		for s := range subs {
 			s.reset()
 		}
+	}
+	for s := range f.queue {
+		s.reset()
 	}
 }

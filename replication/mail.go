@@ -66,6 +66,7 @@ type Delivered struct {
 	Blob    state.BlobID
 	Size    int64
 	Results []state.TargetResult // Err() per recipient: nil, quota exceeded, no such account, disabled
+	Queued  []state.QueueID      // the queue entries of the remote recipients, in order (CommitDeliveryQueued)
 }
 
 // Deliver stores one message for several local recipients: Ingest, then
@@ -91,18 +92,7 @@ func (s *Store) CommitDelivery(ctx context.Context, b Ingested, recipients []Rec
 	if len(recipients) == 0 || b.Blob.IsZero() {
 		return Delivered{}, ErrInvalidArgument
 	}
-	targets := make([]state.DeliverTarget, len(recipients))
-	for i, r := range recipients {
-		targets[i] = state.DeliverTarget{Account: r.Account, Mailbox: r.Mailbox, Flags: state.ParseFlags(r.Flags)}
-	}
-	res, err := proposeWith[state.DeliverResult](ctx, s, state.Deliver{
-		Time: s.stamp(), Blob: b.Blob, Size: b.Size, Summary: b.summary,
-		InternalDate: internalDate, Targets: targets,
-	}, s.cons.ProposeCommitted)
-	if err != nil {
-		return Delivered{}, err
-	}
-	return Delivered{Blob: b.Blob, Size: b.Size, Results: res.Targets}, nil
+	return s.CommitDeliveryQueued(ctx, b, recipients, nil, internalDate)
 }
 
 // Append stores a message in one of account's mailboxes (IMAP APPEND):

@@ -24,7 +24,7 @@ type applier struct {
 	meta, domains, accounts, accountIDs, usage      *bolt.Bucket
 	byDomain, aliases, mailboxes, mboxNames, subs   *bolt.Bucket
 	messages, flagIndex, blobs, summaries, blobZero *bolt.Bucket
-	dedup, dedupIndex                               *bolt.Bucket
+	dedup, dedupIndex, queue, queueDue              *bolt.Bucket
 
 	// accounts decoded in this transaction, by address; lookups only.
 	// putAccount and deleteAccount keep it in step with the bucket.
@@ -57,6 +57,8 @@ func newApplier(tx *bolt.Tx) *applier {
 		blobZero:   tx.Bucket(bktBlobZero),
 		dedup:      tx.Bucket(bktDedup),
 		dedupIndex: tx.Bucket(bktDedupIndex),
+		queue:      tx.Bucket(bktQueue),
+		queueDue:   tx.Bucket(bktQueueDue),
 
 		accountCache: map[string]accountRec{},
 	}

@@ -13,8 +13,13 @@ func uidExhausted(mb *mboxRec, n int) bool {
 }
 
 func (a *applier) deliver(c *Deliver) (Result, error) {
-	if c.Size < 0 || c.Blob.IsZero() {
+	if c.Size < 0 || c.Blob.IsZero() || len(c.Remote) > maxQueueOrdinals {
 		return nil, ErrInvalidArgument
+	}
+	for i := range c.Remote {
+		if !validQueueTarget(&c.Remote[i]) {
+			return nil, ErrInvalidArgument
+		}
 	}
 	date, zone := internalDate(c.InternalDate, c.Time)
 	res := DeliverResult{Targets: make([]TargetResult, len(c.Targets))}
@@ -29,6 +34,12 @@ func (a *applier) deliver(c *Deliver) (Result, error) {
 		}
 		res.Targets[i] = tr
 	}
+	n := 0
+	queued, err := a.enqueue(c.Blob, c.Size, c.Summary, c.Remote, &n)
+	if err != nil {
+		return nil, err
+	}
+	res.Queued = queued
 	return res, nil
 }
 

@@ -157,10 +157,14 @@ type DeliverTarget struct {
 	Flags   Flags  `json:"flags,omitzero"`
 }
 
-// Deliver stores one blob in several mailboxes. Each target succeeds or
-// fails alone (no such account, disabled, quota exceeded); the blob is
-// referenced once per stored copy. Result: DeliverResult, one entry per
-// target in order.
+// Deliver stores one blob in several mailboxes and queues it for
+// recipients outside the cluster, in one commit. Each local target succeeds
+// or fails alone (no such account, disabled, quota exceeded); each Remote
+// target becomes one queue entry, due at once (NextAttempt = the queue
+// clock), with ID {this entry's index, its ordinal in Remote}. The blob is
+// referenced once per stored copy and once per queue entry, so GC never
+// removes a queued body. Result: DeliverResult, one entry per target in
+// order, and the queue IDs in Remote's order.
 type Deliver struct {
 	command
 	Time         int64           `json:"t"`
@@ -169,6 +173,9 @@ type Deliver struct {
 	Summary      []byte          `json:"summary,omitempty"`
 	InternalDate time.Time       `json:"internal_date,omitzero"` // zero: Time
 	Targets      []DeliverTarget `json:"targets"`
+	// Remote: recipients outside the cluster (omitted: none, as in every
+	// entry written before the queue existed).
+	Remote []QueueTarget `json:"remote,omitempty"`
 }
 
 // Append stores one message in a mailbox of Account (IMAP APPEND); quota is
@@ -248,4 +255,125 @@ type PurgeBlobs struct {
 	Time   int64 `json:"t"`
 	Before int64 `json:"before"`
 	Limit  int   `json:"limit,omitempty"`
+}
+
+// QueueTarget is one recipient outside the cluster, as the proposer filled
+// it in from the submission and its configuration.
+type QueueTarget struct {
+	From    string `json:"from,omitempty"`  // envelope sender on the wire; "" = null sender (a DSN)
+	To      string `json:"to"`              // the outside recipient
+	ORCPT   string `json:"orcpt,omitempty"` // RFC 3461 ORCPT (addr-type;addr), "" if none
+	Notify  uint8  `json:"notify,omitempty"`
+	Ret     string `json:"ret,omitempty"` // "FULL", "HDRS" or ""
+	EnvID   string `json:"envid,omitempty"`
+	Account string `json:"account,omitempty"` // the submitting account; "" for a forward or a bounce
+	UTF8    bool   `json:"utf8,omitempty"`
+	// Expires (unix nanos): past it the entry fails for good. DelayDSNAt:
+	// one "delayed" DSN once an attempt fails after it; 0: never.
+	Expires    int64 `json:"expires,omitempty"`
+	DelayDSNAt int64 `json:"delay_dsn_at,omitempty"`
+}
+
+// QueueTick advances the queue clock to Time (it never goes back): the
+// clock lease expiry and due times are judged by. Proposed only by the
+// leader, whose Time is its own clock. Result: Done.
+type QueueTick struct {
+	command
+	Time int64 `json:"t"`
+}
+
+// QueueClaim leases due work to Node. For each ID that exists, is due
+// (NextAttempt <= queue clock) and is not leased (or its lease ran out,
+// Until <= queue clock): Lease = {Node, Token: this entry's log index,
+// Until: queue clock + Lease}, Attempts+1. Result: ClaimResult.
+type QueueClaim struct {
+	command
+	Time  int64     `json:"t"`
+	Node  string    `json:"node"`
+	IDs   []QueueID `json:"ids"`
+	Lease int64     `json:"lease"` // nanoseconds, > 0
+}
+
+// QueueRenew extends to queue clock + Lease the leases of the entries among
+// IDs whose lease token is Token. Result: RenewResult (the IDs still held).
+type QueueRenew struct {
+	command
+	Time  int64     `json:"t"`
+	Token uint64    `json:"token"`
+	IDs   []QueueID `json:"ids"`
+	Lease int64     `json:"lease"` // nanoseconds, > 0
+}
+
+// QueueReport records the outcome of attempts made under the lease Token.
+// An outcome for an entry that is gone or leased under another token is
+// refused (its result says so; nothing of it is written). Delivered and
+// Failed remove the entry (and its blob reference); Deferred clears the
+// lease and sets NextAttempt, LastReply and LastHost. An outcome's Bounce
+// (a DSN already durable on W) is stored in the same transaction. Result:
+// ReportResult, one OutcomeResult per outcome in order.
+type QueueReport struct {
+	command
+	Time     int64          `json:"t"`
+	Token    uint64         `json:"token"`
+	Outcomes []QueueOutcome `json:"outcomes"`
+}
+
+// OutcomeKind is what an attempt did for one recipient.
+type OutcomeKind uint8
+
+const (
+	OutcomeDelivered OutcomeKind = 1 // the remote took it: the entry goes
+	OutcomeDeferred  OutcomeKind = 2 // try again at NextAttempt
+	OutcomeFailed    OutcomeKind = 3 // permanent failure or expiry: the entry goes
+)
+
+// QueueOutcome is the result of one attempt for one queue entry.
+type QueueOutcome struct {
+	ID          QueueID     `json:"id"`
+	Kind        OutcomeKind `json:"kind"`
+	Reply       string      `json:"reply,omitempty"` // "451 4.3.0 text", or a local reason
+	Host        string      `json:"host,omitempty"`
+	NextAttempt int64       `json:"next_attempt,omitempty"` // Deferred: unix nanos on the queue clock
+	Bounce      *Bounce     `json:"bounce,omitempty"`
+}
+
+// Bounce kinds.
+const (
+	BounceFailed    = "failed"
+	BounceDelayed   = "delayed"   // also sets the entry's DelayDSNSent
+	BounceDelivered = "delivered" // a success DSN (NOTIFY=SUCCESS)
+)
+
+// Bounce is a delivery status notification the reporter composed and made
+// durable on W: stored as local copies (as Deliver does) and/or queue
+// entries (From "" for a null sender), in the report's transaction, so a
+// DSN exists exactly once.
+type Bounce struct {
+	Kind    string          `json:"kind"`
+	Blob    BlobID          `json:"blob"`
+	Size    int64           `json:"size"`
+	Summary []byte          `json:"summary,omitempty"`
+	Local   []DeliverTarget `json:"local,omitempty"`
+	Remote  []QueueTarget   `json:"remote,omitempty"`
+}
+
+// Queue admin operations.
+const (
+	QueueRetry  = "retry"  // due now; an unexpired lease is kept (see QueueAdmin)
+	QueueBounce = "bounce" // due now, marked Bounce: the worker fails it with a DSN
+	QueueDelete = "delete" // removed without a DSN
+)
+
+// QueueAdmin is an operator's action on queue entries. retry: NextAttempt
+// := queue clock, and the lease is cleared unless it is still running (an
+// attempt in progress keeps its lease, so no second node talks to the
+// remote for the same recipient at once; its report then decides). bounce:
+// Bounce := true and NextAttempt := queue clock. delete: the entry goes
+// (blob unreferenced). IDs that do not exist are skipped. Result:
+// QueueAdminResult.
+type QueueAdmin struct {
+	command
+	Time int64     `json:"t"`
+	Op   string    `json:"op"`
+	IDs  []QueueID `json:"ids"`
 }

@@ -2,9 +2,10 @@
 // its local bbolt file and changes only by applying committed Raft entries.
 //
 // Its one job is to turn an ordered log of commands (Deliver, Append, Copy,
-// SetFlags, Expunge, CreateMailbox, AddAccount, …) into accounts, mailboxes,
-// message records, flag indexes and blob reference counts, identically on
-// every node, and to serve consistent reads of that data.
+// SetFlags, Expunge, CreateMailbox, AddAccount, QueueClaim, …) into
+// accounts, mailboxes, message records, flag indexes, the outbound queue and
+// blob reference counts, identically on every node, and to serve consistent
+// reads of that data.
 //
 // Invariants it keeps:
 //   - Apply is deterministic: the proposer's time travels in every command;
@@ -18,9 +19,14 @@
 //     above every UID, MODSEQ (the Raft index of the change) only grows, and
 //     UIDVALIDITY never changes while the mailbox lives; every UIDVALIDITY
 //     ever issued is unique, so a recreated name always gets a new one.
-//   - A blob's reference count equals the number of message records naming
-//     it; an account's usage equals the sum of its messages' sizes; a
+//   - A blob's reference count equals the number of message records and
+//     outbound queue entries naming it; an account's usage equals the sum of its messages' sizes; a
 //     mailbox's counters and flag indexes match its message records.
+//   - The outbound queue's times are judged by the queue clock, which only
+//     QueueTick (proposed by the leader) moves, and only forward. A queue
+//     entry is leased to one claim at a time; the claim's log index is its
+//     fencing token, and a renewal or report under any other token changes
+//     nothing.
 //   - A failing command (mailbox exists, quota exceeded, too many
 //     mailboxes, …) writes nothing and is a normal result; Apply fails only
 //     for an unknown command type, a malformed payload or a storage error,

@@ -28,6 +28,10 @@ var (
 	ErrNoSuchMessage     = errors.New("state: no such message")
 	ErrNoSuchBlob        = errors.New("state: no such blob")
 	ErrTooManyMailboxes  = errors.New("state: the account has as many mailboxes as it may have")
+	ErrNoSuchQueueEntry  = errors.New("state: no such queue entry")
+	// ErrStaleLease: the queue entry is leased under another token (or
+	// none): the reporter or renewer no longer holds it.
+	ErrStaleLease = errors.New("state: the queue entry's lease is held by another claim")
 
 	// ErrUnknownCommand is returned by Decode and Apply for a command type
 	// byte this version does not know; the node must stop rather than diverge.
@@ -63,6 +67,8 @@ const (
 	CodeNoSuchMessage
 	CodeNoSuchBlob
 	CodeTooManyMailboxes
+	CodeNoSuchQueueEntry
+	CodeStaleLease
 )
 
 // codeErrs is indexed by Code; it is never written after initialisation.
@@ -88,6 +94,8 @@ var codeErrs = [...]error{
 	CodeNoSuchMessage:     ErrNoSuchMessage,
 	CodeNoSuchBlob:        ErrNoSuchBlob,
 	CodeTooManyMailboxes:  ErrTooManyMailboxes,
+	CodeNoSuchQueueEntry:  ErrNoSuchQueueEntry,
+	CodeStaleLease:        ErrStaleLease,
 }
 
 // Err returns the sentinel error for c (nil for CodeOK). A code from a newer

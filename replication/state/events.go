@@ -91,6 +91,21 @@ type BlobsPurged struct {
 	Blobs []BlobID
 }
 
+// QueueChanged: queue entries were added or made due at once (a delivery
+// or bounce queued them, an operator retried or bounced them): a worker
+// may claim them now.
+type QueueChanged struct {
+	Index uint64
+	Due   []QueueID
+}
+
+// QueueTicked: the queue clock moved forward to Now; entries whose next
+// attempt or lease it passed may be claimed.
+type QueueTicked struct {
+	Index uint64
+	Now   int64
+}
+
 func (e MessageAdded) EventIndex() uint64   { return e.Index }
 func (e FlagsChanged) EventIndex() uint64   { return e.Index }
 func (e Expunged) EventIndex() uint64       { return e.Index }
@@ -101,3 +116,5 @@ func (e AccountChanged) EventIndex() uint64 { return e.Index }
 func (e AccountDeleted) EventIndex() uint64 { return e.Index }
 func (e DomainChanged) EventIndex() uint64  { return e.Index }
 func (e BlobsPurged) EventIndex() uint64    { return e.Index }
+func (e QueueChanged) EventIndex() uint64   { return e.Index }
+func (e QueueTicked) EventIndex() uint64    { return e.Index }

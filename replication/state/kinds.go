@@ -94,6 +94,11 @@ var commandKinds = indexKinds(
 	def(0x45, "Expunge", mailOnly, ExpungeResult{}, (*applier).expunge),
 	def(0x46, "ClaimRecent", mailOnly, RecentResult{}, (*applier).claimRecent),
 	def(0x50, "PurgeBlobs", mailOnly, PurgeResult{}, (*applier).purgeBlobs),
+	def(0x60, "QueueTick", mailOnly, Done{}, (*applier).queueTick),
+	def(0x61, "QueueClaim", mailOnly, ClaimResult{}, (*applier).queueClaim),
+	def(0x62, "QueueRenew", mailOnly, RenewResult{}, (*applier).queueRenew),
+	def(0x63, "QueueReport", mailOnly, ReportResult{}, (*applier).queueReport),
+	def(0x64, "QueueAdmin", mailOnly, QueueAdminResult{}, (*applier).queueAdmin),
 )
 
 // def builds one table entry. C is the payload type, R the result kind

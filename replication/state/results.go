@@ -50,10 +50,12 @@ type TargetResult struct {
 	UID         uint32 `json:"uid,omitempty"`
 }
 
-// DeliverResult answers Deliver, one TargetResult per target in order.
+// DeliverResult answers Deliver, one TargetResult per target in order, and
+// the IDs of the queue entries made for Remote, in order.
 type DeliverResult struct {
 	Status
 	Targets []TargetResult `json:"targets,omitempty"`
+	Queued  []QueueID      `json:"queued,omitempty"`
 }
 
 // AppendResult answers Append (APPENDUID).
@@ -112,6 +114,43 @@ type PurgeResult struct {
 	Blobs []BlobID `json:"blobs,omitempty"`
 }
 
+// ClaimResult answers QueueClaim: the lease token (the claim's log index)
+// and the IDs granted, in the order asked.
+type ClaimResult struct {
+	Status
+	Token   uint64    `json:"token,omitempty"`
+	Granted []QueueID `json:"granted,omitempty"`
+}
+
+// RenewResult answers QueueRenew: the IDs whose lease the token still holds.
+type RenewResult struct {
+	Status
+	Held []QueueID `json:"held,omitempty"`
+}
+
+// OutcomeResult is the fate of one QueueOutcome. Err() is
+// ErrStaleLease or ErrNoSuchQueueEntry when it was refused (nothing of it
+// written). Targets (the bounce's local copies, in order) and Queued (its
+// queue entries) describe a stored Bounce.
+type OutcomeResult struct {
+	Status
+	Targets []TargetResult `json:"targets,omitempty"`
+	Queued  []QueueID      `json:"queued,omitempty"`
+}
+
+// ReportResult answers QueueReport, one OutcomeResult per outcome in order.
+type ReportResult struct {
+	Status
+	Outcomes []OutcomeResult `json:"outcomes,omitempty"`
+}
+
+// QueueAdminResult answers QueueAdmin with the IDs that existed and were
+// changed.
+type QueueAdminResult struct {
+	Status
+	Changed []QueueID `json:"changed,omitempty"`
+}
+
 // resultKinds is the table of result kinds, by type byte (never renumber
 // or reuse). It is never written after initialisation.
 var resultKinds = indexResults(
@@ -125,6 +164,10 @@ var resultKinds = indexResults(
 	resultDef[ExpungeResult](0x08),
 	resultDef[RecentResult](0x09),
 	resultDef[PurgeResult](0x0a),
+	resultDef[ClaimResult](0x0b),
+	resultDef[RenewResult](0x0c),
+	resultDef[ReportResult](0x0d),
+	resultDef[QueueAdminResult](0x0e),
 )
 
 type resultKind struct {

@@ -29,11 +29,13 @@ var (
 	bktBlobZero   = []byte("blob_zero")     // zero-since i64 | blob ID → {} (blobs with no references)
 	bktDedup      = []byte("dedup")         // proposal ID → index u64 | result bytes
 	bktDedupIndex = []byte("dedup_index")   // index u64 | proposal ID → {}
+	bktQueue      = []byte("queue")         // queue ID (index u64 | n u16) → queueRec
+	bktQueueDue   = []byte("queue_due")     // next attempt u64 | queue ID → {} (every entry once)
 
 	allBuckets = [][]byte{
 		bktMeta, bktDomains, bktAccounts, bktAccountIDs, bktUsage, bktByDomain, bktAliases,
 		bktMailboxes, bktMboxNames, bktSubs, bktMessages, bktFlagIndex, bktBlobs,
-		bktSummaries, bktBlobZero, bktDedup, bktDedupIndex,
+		bktSummaries, bktBlobZero, bktDedup, bktDedupIndex, bktQueue, bktQueueDue,
 	}
 )
 
@@ -44,6 +46,7 @@ var (
 	metaNextAccount     = []byte("next_account")     // u64, last issued account ID
 	metaNextMailbox     = []byte("next_mailbox")     // u64, last issued mailbox ID
 	metaLastUIDValidity = []byte("last_uidvalidity") // u32, last issued UIDVALIDITY
+	metaQueueNow        = []byte("queue_now")        // i64, the queue clock (QueueTick); absent: 0
 )
 
 // IndexedFlag names a flag index kept per mailbox.
