@@ -69,7 +69,7 @@ type Message struct {
 type Rcpt struct {
 	Addr   string
 	Notify []string // "NEVER", "SUCCESS", "FAILURE", "DELAY"; nil if not given
-	ORCPT  string   // "rfc822;addr", "" if not given
+	ORCPT  string   // "RFC822;addr" (addr-type as sent), "" if not given
 }
 
 // Reply programs the sink's answer for one recipient.
