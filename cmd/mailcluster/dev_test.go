@@ -346,9 +346,10 @@ func checkOutside(t *testing.T, d *devRun) {
 	if info.DNS == "" || info.OutsideSMTP == "" || info.OutsideDir != filepath.Join(d.dir, "outside") {
 		t.Fatalf("cluster.json names no outside world: dns %q, outside_smtp %q, outside_dir %q", info.DNS, info.OutsideSMTP, info.OutsideDir)
 	}
-	if !strings.Contains(d.out.String(), "outside:     DNS "+info.DNS+" and SMTP sink "+info.OutsideSMTP) {
-		t.Fatalf("the summary does not name the outside world:\n%s", d.out.String())
-	}
+	// cluster.json is complete just before the summary is printed.
+	waitUntil(t, "the summary to name the outside world", 10*time.Second, func() bool {
+		return strings.Contains(d.out.String(), "outside:     DNS "+info.DNS+" and SMTP sink "+info.OutsideSMTP)
+	})
 	_, sinkPort, _ := strings.Cut(info.OutsideSMTP, "127.0.0.1:")
 	for _, n := range info.Nodes {
 		s, err := loadSettings([]string{"--config", n.Config}, func(string) (string, bool) { return "", false }, io.Discard)
