@@ -152,9 +152,17 @@ type answer struct {
 // LookupMX returns domain's MX records sorted by preference (ties keep the
 // server's order). A null MX is kept as Host ".".
 func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, error) {
+	mx, _, err := r.LookupMXAuthentic(ctx, domain)
+	return mx, err
+}
+
+// LookupMXAuthentic is LookupMX that also reports the AD bit: DANE applies
+// to an MX host only when the MX answer itself was validated (RFC 7672
+// §2.2.1).
+func (r *Resolver) LookupMXAuthentic(ctx context.Context, domain string) ([]MX, bool, error) {
 	a, err := r.lookup(ctx, domain, dns.TypeMX)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out := make([]MX, 0, len(a.rrs))
 	for _, rr := range a.rrs {
@@ -162,7 +170,7 @@ func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, error) {
 		out = append(out, MX{Host: trimDot(mx.Mx), Pref: mx.Preference})
 	}
 	slices.SortStableFunc(out, func(a, b MX) int { return int(a.Pref) - int(b.Pref) })
-	return out, nil
+	return out, a.authentic, nil
 }
 
 // LookupIP returns host's IPv4 (A) then IPv6 (AAAA) addresses. It fails

@@ -61,6 +61,13 @@ func TestMXSortedAndNullMX(t *testing.T) {
 	if !slices.Equal(mx, want) {
 		t.Fatalf("MX %v, want %v", mx, want)
 	}
+	if _, authentic, err := r.LookupMXAuthentic(ctx, "example.org"); err != nil || authentic {
+		t.Fatalf("MX authentic without AD: %v %v", authentic, err)
+	}
+	must(t, d.SetAuthentic("example.org", true))
+	if mx, authentic, err := r.LookupMXAuthentic(ctx, "example.org"); err != nil || !authentic || len(mx) != 3 {
+		t.Fatalf("MX with AD: %v %v %v", mx, authentic, err)
+	}
 	must(t, d.Set("nomail.example.org", "MX", "0 ."))
 	mx, err = r.LookupMX(ctx, "nomail.example.org.")
 	must(t, err)

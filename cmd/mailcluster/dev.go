@@ -475,8 +475,8 @@ func printDevBanner(w io.Writer, o devOptions, info clusterInfo, leader string) 
 		fmt.Fprintf(w, "\ndemo account: %s  password: %s\n", info.DemoUser, info.DemoPassword)
 	}
 	if info.DNS != "" {
-		fmt.Fprintf(w, "\noutside:     DNS %s and SMTP sink %s (simnet, loopback only): every other domain's MX\n", info.DNS, info.OutsideSMTP)
-		fmt.Fprintf(w, "             is the sink, which saves each message it gets as %s/<time>-<n>.eml\n", info.OutsideDir)
+		fmt.Fprintf(w, "\noutside:     DNS %s and SMTP sink %s, both on loopback: mail for any other\n", info.DNS, info.OutsideSMTP)
+		fmt.Fprintf(w, "             domain goes to the sink and lands in %s/<time>-<n>.eml\n", info.OutsideDir)
 	}
 	fmt.Fprintf(w, "\nstatus:      mailcluster status --dev %s\n", o.dir)
 	fmt.Fprintf(w, "endpoints:   %s\n", filepath.Join(o.dir, "cluster.json"))
