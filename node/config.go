@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/listen"
@@ -175,6 +176,17 @@ type Config struct {
 	// Default 30s.
 	TLSHandshakeTimeout time.Duration
 
+	// DNSServers are the resolvers (host:port, or an IP for port 53) every
+	// DNS lookup of this node goes to, and nothing else: with none the node
+	// refuses to start (it never falls back to the system resolver;
+	// cmd/mailcluster fills in /etc/resolv.conf's servers as the default).
+	DNSServers []string
+	// DNSTimeout bounds one exchange with one DNS server (default 5s).
+	DNSTimeout time.Duration
+	// RemoteSMTPPort is the port dialled at a remote MX (default 25; tests
+	// and the dev cluster point it at a simnet sink).
+	RemoteSMTPPort int
+
 	Logger *slog.Logger
 	Links  Links
 }
@@ -220,6 +232,18 @@ func (c *Config) validate() error {
 	}
 	if c.TLSHandshakeTimeout <= 0 {
 		c.TLSHandshakeTimeout = listen.DefaultHandshakeTimeout
+	}
+	if len(c.DNSServers) == 0 {
+		return errors.New("dns_servers is empty: name the DNS resolvers this node may ask (mailcluster serve defaults to the nameservers of /etc/resolv.conf); a node never falls back to the system resolver")
+	}
+	if _, err := dnsclient.New(c.DNSServers, c.DNSTimeout); err != nil {
+		return fmt.Errorf("dns_servers: %w", err)
+	}
+	if c.RemoteSMTPPort == 0 {
+		c.RemoteSMTPPort = 25
+	}
+	if c.RemoteSMTPPort < 1 || c.RemoteSMTPPort > 65535 {
+		return fmt.Errorf("smtp_remote_port %d: want 1 to 65535", c.RemoteSMTPPort)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

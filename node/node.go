@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/clusternet"
 	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/protocol/ops"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/blob"
@@ -31,6 +32,7 @@ const readySlack = 64
 type Node struct {
 	cfg Config
 	log *slog.Logger
+	dns *dnsclient.Resolver // every DNS lookup this node makes goes through it
 
 	lock      *os.File
 	mux       *clusternet.Mux
@@ -70,9 +72,14 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	resolver, err := dnsclient.New(cfg.DNSServers, cfg.DNSTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("dns_servers: %w", err)
+	}
 	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("node", cfg.NodeID),
+		dns:         resolver,
 		reconcileCh: make(chan struct{}, 1),
 		peers:       make(map[string]string),
 		done:        make(chan struct{}),
@@ -298,6 +305,10 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
 // GossipAddr is the advertised gossip address.
 func (n *Node) GossipAddr() string { return n.gossip.advertiseAddr() }
+
+// Resolver is the node's DNS resolver: it asks only cfg.DNSServers. Every
+// DNS lookup the node makes goes through it.
+func (n *Node) Resolver() *dnsclient.Resolver { return n.dns }
 
 // ClusterAddr is the advertised cluster port address.
 func (n *Node) ClusterAddr() string { return n.gossip.localRecord().Cluster }

@@ -102,12 +102,18 @@ func (c *adminClient) reached(err error) error {
 
 // clusterInfo is DIR/cluster.json, written by `mailcluster dev`.
 type clusterInfo struct {
-	Domain       string     `json:"domain"`
-	AdminToken   string     `json:"admin_token"`
-	TLSCert      string     `json:"tls_cert,omitempty"` // the dev cluster's self-signed certificate: trust it in clients
-	DemoUser     string     `json:"demo_user,omitempty"`
-	DemoPassword string     `json:"demo_password,omitempty"`
-	Nodes        []nodeInfo `json:"nodes"`
+	Domain       string `json:"domain"`
+	AdminToken   string `json:"admin_token"`
+	TLSCert      string `json:"tls_cert,omitempty"` // the dev cluster's self-signed certificate: trust it in clients
+	DemoUser     string `json:"demo_user,omitempty"`
+	DemoPassword string `json:"demo_password,omitempty"`
+	// The dev cluster's outside world (simnet): the DNS every node resolves
+	// through, and the SMTP sink every outside domain's MX leads to, which
+	// saves each message in OutsideDir.
+	DNS         string     `json:"dns,omitempty"`
+	OutsideSMTP string     `json:"outside_smtp,omitempty"`
+	OutsideDir  string     `json:"outside_dir,omitempty"`
+	Nodes       []nodeInfo `json:"nodes"`
 }
 
 type nodeInfo struct {

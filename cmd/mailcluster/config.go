@@ -117,6 +117,9 @@ type settings struct {
 
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout" help:"how long a TLS handshake on an implicit-TLS port (465, 993, 995) may take"`
 
+	DNSServers     []string `toml:"dns_servers" help:"DNS resolvers every lookup of this node goes to, as IP or IP:port, comma-separated (default: the nameservers in /etc/resolv.conf)"`
+	RemoteSMTPPort int      `toml:"smtp_remote_port" help:"port dialled at a remote mail exchanger when sending out"`
+
 	LogFormat string `toml:"log_format" help:"text or json"`
 	LogLevel  string `toml:"log_level" help:"debug, info, warn or error"`
 }
@@ -134,6 +137,7 @@ func defaultSettings() settings {
 		Replicas:          3,
 		MaxMessageSize:    "50M",
 		MaxMailboxes:      replication.DefaultMaxMailboxesPerAccount,
+		RemoteSMTPPort:    25,
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}

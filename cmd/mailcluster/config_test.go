@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailcluster/mailcluster/dnsclient"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -136,5 +138,61 @@ func TestParseSize(t *testing.T) {
 	}
 	if _, err := parseSize("-1M"); err == nil {
 		t.Error("negative size accepted")
+	}
+}
+
+// dns_servers and smtp_remote_port are a key, a flag and a variable like
+// the others; an unset dns_servers becomes the system's nameservers, which
+// nodeConfig reads only then.
+func TestDNSAndRemotePortSettings(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "node.toml")
+	if err := os.WriteFile(cfg, []byte("dns_servers = [\"127.0.0.1:5353\", \"[::1]:53\"]\nsmtp_remote_port = 2525\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	none := env(nil)
+	s, err := loadSettings([]string{"--config", cfg}, none, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.DNSServers, ",") != "127.0.0.1:5353,[::1]:53" || s.RemoteSMTPPort != 2525 {
+		t.Fatalf("from the file: %v %d", s.DNSServers, s.RemoteSMTPPort)
+	}
+	s, err = loadSettings([]string{"--dns-servers", "127.0.0.2:53, 127.0.0.3"}, env(map[string]string{"MAILCLUSTER_SMTP_REMOTE_PORT": "2526"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.DNSServers, ",") != "127.0.0.2:53,127.0.0.3" || s.RemoteSMTPPort != 2526 {
+		t.Fatalf("flag and env: %v %d", s.DNSServers, s.RemoteSMTPPort)
+	}
+	s.Secret = "a cluster secret long enough"
+	nc, err := nodeConfig(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(nc.DNSServers, ",") != "127.0.0.2:53,127.0.0.3" || nc.RemoteSMTPPort != 2526 {
+		t.Fatalf("node config: %v %d", nc.DNSServers, nc.RemoteSMTPPort)
+	}
+
+	// The defaults: port 25, and the system's resolvers (read from
+	// /etc/resolv.conf, never asked here).
+	s, err = loadSettings(nil, none, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RemoteSMTPPort != 25 || len(s.DNSServers) != 0 {
+		t.Fatalf("defaults: %v %d", s.DNSServers, s.RemoteSMTPPort)
+	}
+	s.Secret = "a cluster secret long enough"
+	want, sysErr := dnsclient.SystemServers()
+	nc, err = nodeConfig(s, nil)
+	if sysErr != nil {
+		if err == nil || !strings.Contains(err.Error(), "dns_servers") {
+			t.Fatalf("no system resolvers (%v): nodeConfig said %v", sysErr, err)
+		}
+		return
+	}
+	if err != nil || strings.Join(nc.DNSServers, ",") != strings.Join(want, ",") {
+		t.Fatalf("default dns_servers %v (%v), want the system's %v", nc.DNSServers, err, want)
 	}
 }

@@ -56,7 +56,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	var o devOptions
 	fs.StringVar(&o.dir, "dir", "./dev-cluster", "folder for the nodes' data, configs, logs and cluster.json")
 	fs.IntVar(&o.nodes, "nodes", 3, "number of nodes")
-	fs.IntVar(&o.basePort, "base-port", 10000, "first port; node i uses the block base+10*(i-1) .. +9 (0: pick free ports)")
+	fs.IntVar(&o.basePort, "base-port", 10000, "first port; node i uses the block base+10*(i-1) .. +9, the outside world base+10*nodes (DNS) and +1 (SMTP sink) (0: pick free ports)")
 	fs.StringVar(&o.domain, "domain", "example.test", "mail domain of the demo account")
 	fs.StringVar(&o.logLevel, "log-level", "info", "node log level")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +79,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var outMu sync.Mutex
+	outside, err := startOutside(o, info, stdout, &outMu)
+	if err != nil {
+		return err
+	}
+	defer outside.close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -92,7 +98,6 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		wg.Wait()
 		return err
 	}
-	var outMu sync.Mutex
 	for i := range info.Nodes {
 		n := &info.Nodes[i]
 		logFile, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -168,6 +173,13 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 				return info, false, fmt.Errorf("%s is incomplete (%v): remove the folder to start afresh", o.dir, err)
 			}
 		}
+		if info.DNS == "" {
+			// A folder from before the outside world: give it one, so its
+			// nodes never resolve through the system's DNS.
+			if err := addOutside(o, &info); err != nil {
+				return info, false, err
+			}
+		}
 		return info, false, nil
 	}
 	if entries, err := os.ReadDir(o.dir); err == nil && len(entries) > 0 {
@@ -190,6 +202,12 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 		return clusterInfo{}, false, err
 	}
 	info := clusterInfo{Domain: o.domain, AdminToken: token, TLSCert: certPath}
+	dnsPort, sinkPort, err := devOutsidePorts(o.basePort, o.nodes)
+	if err != nil {
+		return clusterInfo{}, false, err
+	}
+	info.DNS, info.OutsideSMTP = loopback(dnsPort), loopback(sinkPort)
+	info.OutsideDir = filepath.Join(o.dir, "outside")
 	var gossipAddrs []string
 	for i := range o.nodes {
 		gossipAddrs = append(gossipAddrs, loopback(ports[i][offGossip]))
@@ -217,6 +235,8 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 			POP3Addr:        loopback(p[offPOP3]),
 			POP3SAddr:       loopback(p[offPOP3S]),
 			BootstrapExpect: o.nodes,
+			DNSServers:      []string{info.DNS},
+			RemoteSMTPPort:  sinkPort,
 			Profile:         "lan",
 			LogFormat:       "text",
 			LogLevel:        o.logLevel,
@@ -277,11 +297,13 @@ func writeNodeConfig(path string, s settings) error {
 		IMAPSAddr       string   `toml:"imaps_addr"`
 		POP3Addr        string   `toml:"pop3_addr"`
 		POP3SAddr       string   `toml:"pop3s_addr"`
+		DNSServers      []string `toml:"dns_servers"`
+		RemoteSMTPPort  int      `toml:"smtp_remote_port"`
 		LogFormat       string   `toml:"log_format"`
 		LogLevel        string   `toml:"log_level"`
 	}{s.NodeID, s.DataDir, s.SecretFile, s.AdminToken, s.GossipAddr, s.ClusterAddr, s.HTTPAddr, s.Join, s.BootstrapExpect, s.Profile,
 		s.Hostname, s.TLSCert, s.TLSKey, s.SMTPAddr, s.SubmissionAddr, s.SubmissionsAddr, s.IMAPAddr, s.IMAPSAddr, s.POP3Addr, s.POP3SAddr,
-		s.LogFormat, s.LogLevel}); err != nil {
+		s.DNSServers, s.RemoteSMTPPort, s.LogFormat, s.LogLevel}); err != nil {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o600)
@@ -451,6 +473,10 @@ func printDevBanner(w io.Writer, o devOptions, info clusterInfo, leader string) 
 	_ = tw.Flush()
 	if info.DemoUser != "" {
 		fmt.Fprintf(w, "\ndemo account: %s  password: %s\n", info.DemoUser, info.DemoPassword)
+	}
+	if info.DNS != "" {
+		fmt.Fprintf(w, "\noutside:     DNS %s and SMTP sink %s, both on loopback: mail for any other\n", info.DNS, info.OutsideSMTP)
+		fmt.Fprintf(w, "             domain goes to the sink and lands in %s/<time>-<n>.eml\n", info.OutsideDir)
 	}
 	fmt.Fprintf(w, "\nstatus:      mailcluster status --dev %s\n", o.dir)
 	fmt.Fprintf(w, "endpoints:   %s\n", filepath.Join(o.dir, "cluster.json"))

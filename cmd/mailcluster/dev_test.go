@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/smtp"
 	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/dnsclient"
 )
 
 // syncBuffer is a bytes.Buffer the child's output goroutine and the test
@@ -70,8 +76,8 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 // The block lies under 20000, where test/cluster's harness picks its own.
 func devBasePort(t *testing.T, nodes int) int {
 	t.Helper()
-	const first, limit = 11000, 20000 // above make run's default block
-	block := devPortBlock * nodes
+	const first, limit = 11000, 20000   // above make run's default block
+	block := devPortBlock * (nodes + 1) // the nodes' blocks, then the outside world's
 	for range 50 {
 		base := first + rand.IntN((limit-first-block)/devPortBlock)*devPortBlock
 		free := true
@@ -168,6 +174,7 @@ func TestDevClusterSurvivesKillNine(t *testing.T) {
 			t.Fatalf("node entry incomplete: %+v", n)
 		}
 	}
+	checkOutside(t, d)
 	st, err := statusOf(t, bin, dir)
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out.String())
@@ -328,4 +335,94 @@ func mustShow(t *testing.T, d *devRun, address string) string {
 		lines = append(lines, strings.Join(strings.Fields(l), " "))
 	}
 	return strings.Join(lines, "\n")
+}
+
+// checkOutside: the dev cluster's outside world is up on loopback, every
+// node resolves through its DNS and sends to its sink, and a message given
+// to the sink lands in outside/ as an .eml file and as a printed line.
+func checkOutside(t *testing.T, d *devRun) {
+	t.Helper()
+	info := d.info
+	if info.DNS == "" || info.OutsideSMTP == "" || info.OutsideDir != filepath.Join(d.dir, "outside") {
+		t.Fatalf("cluster.json names no outside world: dns %q, outside_smtp %q, outside_dir %q", info.DNS, info.OutsideSMTP, info.OutsideDir)
+	}
+	// cluster.json is complete just before the summary is printed.
+	waitUntil(t, "the summary to name the outside world", 10*time.Second, func() bool {
+		return strings.Contains(d.out.String(), "outside:     DNS "+info.DNS+" and SMTP sink "+info.OutsideSMTP)
+	})
+	_, sinkPort, _ := strings.Cut(info.OutsideSMTP, "127.0.0.1:")
+	for _, n := range info.Nodes {
+		s, err := loadSettings([]string{"--config", n.Config}, func(string) (string, bool) { return "", false }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(s.DNSServers, []string{info.DNS}) || strconv.Itoa(s.RemoteSMTPPort) != sinkPort {
+			t.Fatalf("%s: dns_servers %v, smtp_remote_port %d; want [%s] and %s", n.ID, s.DNSServers, s.RemoteSMTPPort, info.DNS, sinkPort)
+		}
+	}
+	// Any domain's MX is the sink, at 127.0.0.1.
+	r, err := dnsclient.New([]string{info.DNS}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx, err := r.LookupMX(t.Context(), "anywhere.test")
+	if err != nil || len(mx) != 1 {
+		t.Fatalf("MX anywhere.test: %v %v", mx, err)
+	}
+	ips, err := r.LookupIP(t.Context(), mx[0].Host)
+	if err != nil || len(ips) != 1 || !ips[0].IsLoopback() {
+		t.Fatalf("A %s: %v %v", mx[0].Host, ips, err)
+	}
+	// What the queue will do: hand the message to that MX at smtp_remote_port.
+	c, err := smtp.Dial(net.JoinHostPort(ips[0].String(), sinkPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.StartTLS(&tls.Config{ServerName: "localhost", RootCAs: devRoots(t, info.TLSCert)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(info.DemoUser); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("anyone@anywhere.test"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "From: %s\r\nTo: anyone@anywhere.test\r\nSubject: to the outside\r\n\r\nHello, world.\r\n", info.DemoUser)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Quit()
+	var eml string
+	waitUntil(t, "an .eml in outside/", 20*time.Second, func() bool {
+		files, _ := filepath.Glob(filepath.Join(info.OutsideDir, "*.eml"))
+		if len(files) == 1 {
+			eml = files[0]
+		}
+		return eml != ""
+	})
+	b, err := os.ReadFile(eml)
+	if err != nil || !strings.Contains(string(b), "Subject: to the outside\r\n") || !strings.Contains(string(b), "Delivered-To: anyone@anywhere.test\r\n") || !strings.Contains(string(b), "with ESMTPS") {
+		t.Fatalf("%s: %v\n%s", eml, err, b)
+	}
+	waitUntil(t, "dev to print the message", 10*time.Second, func() bool {
+		return strings.Contains(d.out.String(), "outside: "+info.DemoUser+" -> anyone@anywhere.test (") && strings.Contains(d.out.String(), eml)
+	})
+}
+
+func devRoots(t *testing.T, certPath string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", certPath)
+	}
+	return pool
 }

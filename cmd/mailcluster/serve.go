@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
@@ -132,6 +133,13 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, err
 	}
+	dnsServers := s.DNSServers
+	if len(dnsServers) == 0 {
+		// The one place the system's resolver configuration is read.
+		if dnsServers, err = dnsclient.SystemServers(); err != nil {
+			return node.Config{}, fmt.Errorf("dns_servers is not set and %v: set dns_servers", err)
+		}
+	}
 	return node.Config{
 		NodeID:            s.NodeID,
 		Zone:              s.Zone,
@@ -184,6 +192,8 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			MaxConcurrentChecks: s.AuthMaxChecks,
 		},
 		TLSHandshakeTimeout: time.Duration(s.TLSHandshakeTimeout),
+		DNSServers:          dnsServers,
+		RemoteSMTPPort:      s.RemoteSMTPPort,
 		Logger:              logger,
 
 		// 0 in the file means no limit; node's zero value is the default.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/simnet"
 )
 
 // Options shapes a test cluster.
@@ -45,8 +47,20 @@ type Cluster struct {
 	ports   map[int]bool
 	links   *links
 	tls     testTLS
+	dns     *simnet.DNS
+	sink    *simnet.Sink
 	Members []*Member
 }
+
+// DNS is the loopback DNS server every node resolves through (its
+// dns_servers). Its wildcard answers every domain with an MX at the sink
+// (simnet.DefaultSinkHost, A 127.0.0.1); tests add records with Set.
+func (c *Cluster) DNS() *simnet.DNS { return c.dns }
+
+// Sink is the loopback SMTP server that stands in for every remote MX:
+// each node's smtp_remote_port is its port. It offers STARTTLS with the
+// cluster's test certificate.
+func (c *Cluster) Sink() *simnet.Sink { return c.sink }
 
 // ClientTLS returns a TLS client config that trusts the cluster's test
 // certificate (server name "localhost").
@@ -73,6 +87,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	// nodes stop before their folders are removed.
 	c.dir = t.TempDir()
 	c.ports = make(map[int]bool)
+	c.startOutside()
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		m := c.newMember(i, opts.Nodes)
@@ -130,8 +145,45 @@ func (c *Cluster) memberConfig(id, dir string, expect int) node.Config {
 		IMAPSAddr:         addr(false),
 		POP3Addr:          addr(false),
 		POP3SAddr:         addr(false),
+		DNSServers:        []string{c.dns.Addr()},
+		RemoteSMTPPort:    c.sink.Port(),
 		Logger:            c.opts.Logger,
 		Links:             view{l: c.links, self: id},
+	}
+}
+
+// startOutside starts the loopback DNS and sink the nodes see as the
+// outside world; they stop after the nodes (cleanups run last-in first-out).
+func (c *Cluster) startOutside() {
+	d, err := simnet.NewDNS("")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = d.Close() })
+	sink, err := simnet.NewSink(simnet.SinkOptions{TLS: c.tls.server})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = sink.Close() })
+	if err := d.SetWildcard(sink.Host()); err != nil {
+		c.t.Fatal(err)
+	}
+	c.dns, c.sink = d, sink
+}
+
+// checkOutside fails the test loudly when a node would resolve through
+// anything but a DNS server on loopback: no test may ask the system's
+// resolver (or any other), and none may reach a real mail exchanger.
+func (c *Cluster) checkOutside(id string, cfg node.Config) {
+	c.t.Helper()
+	for _, s := range cfg.DNSServers {
+		host, _, err := net.SplitHostPort(s)
+		if err != nil {
+			host = s
+		}
+		if ip := net.ParseIP(strings.Trim(host, "[]")); ip == nil || !ip.IsLoopback() {
+			c.t.Fatalf("%s: dns_servers has %q: a test node must resolve only through a loopback DNS (the harness's c.DNS()), never the system's resolver or any other", id, s)
+		}
 	}
 }
 
@@ -145,6 +197,7 @@ func (c *Cluster) start(i int) {
 		if c.opts.Configure != nil {
 			c.opts.Configure(i, &cfg)
 		}
+		c.checkOutside(m.ID, cfg)
 		var err error
 		if n, err = node.Start(cfg); err == nil {
 			break
