@@ -193,8 +193,7 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 	s.c = sc
 	if err := sc.Hello(c.cfg.Hostname); err != nil {
 		o, _ := fromReply(err, t.host, "EHLO")
-		o.permanent = false
-		return fail(o)
+		return fail(hostLevel(o, "EHLO refused by "+where+": "))
 	}
 	if sec.auth {
 		if !s.verified {
@@ -205,12 +204,23 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 		}
 		if err := sc.Auth(sasl.NewPlainClient("", c.cfg.RelayUsername, c.cfg.RelayPassword)); err != nil {
 			o, _ := fromReply(err, t.host, "AUTH")
-			o.permanent = false // a configuration problem, not the message's
-			o.text = "relay authentication failed: " + o.text
-			return fail(o)
+			// A configuration problem, not the message's: temporary.
+			return fail(hostLevel(o, "relay authentication failed: "))
 		}
 	}
 	return s, nil
+}
+
+// hostLevel turns a remote reply outside a transaction (EHLO, AUTH) into
+// a temporary outcome that quotes it: it says nothing about the message.
+func hostLevel(o outcome, prefix string) outcome {
+	if o.code >= 500 {
+		o.text = fmt.Sprintf("%d %s %s", o.code, o.enhanced, o.text)
+		o.code, o.enhanced = 451, "4"+o.enhanced[1:]
+	}
+	o.permanent = false
+	o.text = prefix + o.text
+	return o
 }
 
 // ehlo sends EHLO and returns the extensions offered.
