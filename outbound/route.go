@@ -30,10 +30,6 @@ func lookupRoute(ctx context.Context, r Resolver, domain string) (route, *outcom
 		o := temporary(451, "4.4.3", "", "MX lookup for %s failed: %v", domain, err)
 		return route{}, &o
 	}
-	if len(mxs) == 1 && normHost(mxs[0].Host) == "" {
-		o := permanent(556, "5.1.10", "", "domain %s does not accept mail (null MX, RFC 7505)", domain)
-		return route{}, &o
-	}
 	var real []MX
 	for _, mx := range mxs {
 		if h := normHost(mx.Host); h != "" {
@@ -42,6 +38,7 @@ func lookupRoute(ctx context.Context, r Resolver, domain string) (route, *outcom
 	}
 	if len(real) == 0 {
 		if len(mxs) > 0 {
+			// Only "." targets: a null MX (mixed with real hosts, the dots are ignored).
 			o := permanent(556, "5.1.10", "", "domain %s does not accept mail (null MX, RFC 7505)", domain)
 			return route{}, &o
 		}
