@@ -31,7 +31,8 @@ var errRetryPlain = errors.New("outbound: TLS handshake failed, retry without TL
 // session is an open SMTP connection to one host, ready for MAIL.
 type session struct {
 	c        *smtp.Client
-	raw      net.Conn
+	raw      net.Conn // the TCP connection
+	conn     net.Conn // what SMTP is spoken over (TLS or raw)
 	host     string
 	addr     string
 	tls      bool
@@ -66,12 +67,14 @@ func (s *session) close() {
 	s.raw.Close()
 }
 
-// quit says goodbye politely and closes.
+// quit sends QUIT and closes without waiting long: an idle connection is
+// given up on a timer or at Close, which must not hang on a dead remote.
 func (s *session) quit() {
 	s.unbind()
-	s.raw.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := s.c.Quit(); err != nil {
-		s.raw.Close()
+	s.conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := s.conn.Write([]byte("QUIT\r\n")); err == nil {
+		var buf [512]byte
+		s.conn.Read(buf[:]) // the 221, if it comes at once
 	}
 	s.raw.Close()
 }
@@ -187,6 +190,10 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 		conn = &greetedConn{Conn: conn, pending: append([]byte(nil), pending...)}
 	}
 	raw.SetDeadline(time.Time{})
+	if !s.tls && sec.stsTesting {
+		c.log.Warn("outbound: MTA-STS testing: no TLS, an enforced policy would refuse", "host", t.host)
+	}
+	s.conn = conn
 	sc := smtp.NewClient(&greetedConn{Conn: conn, pending: []byte("220 " + t.host + "\r\n")})
 	sc.CommandTimeout = c.cfg.CommandTimeout
 	sc.SubmissionTimeout = c.cfg.DataEndTimeout

@@ -59,7 +59,8 @@ func permanent(code int, enhanced, host, format string, args ...any) outcome {
 
 // fromReply classifies an error returned by a command on an open session:
 // a remote reply (SMTPError) keeps its code; anything else is the
-// connection failing, a temporary failure.
+// connection failing, a temporary failure. isReply: the session is still
+// usable (a reply other than 421).
 func fromReply(err error, host, what string) (o outcome, isReply bool) {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
@@ -77,7 +78,8 @@ func fromReply(err error, host, what string) (o outcome, isReply bool) {
 			o.text = fmt.Sprintf("unexpected reply to %s: %d %s", what, se.Code, o.text)
 			o.code = 451
 		}
-		return o, true
+		// 421: the remote is closing the connection; nothing more on it.
+		return o, se.Code != 421
 	}
 	return temporary(451, "4.4.2", host, "connection to %s failed during %s: %v", host, what, err), false
 }
