@@ -74,7 +74,9 @@ func (c *Client) Close() error {
 
 // Send hands m to the mail exchanger of domain (or the relay) in one
 // transaction and returns one Result per recipient, in the order of
-// m.Rcpts. beforeCommit, if not nil, is called right before the final dot;
+// m.Rcpts; every failure is in the Results (there is no error). It waits
+// while MaxPerDestination Sends to the same destination are in progress,
+// and ends early, with temporary results, when ctx ends. beforeCommit, if not nil, is called right before the final dot;
 // if it returns an error the transaction is abandoned (the connection is
 // closed without the dot) and the recipients get temporary results.
 func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommit func() error) []Result {
@@ -166,8 +168,8 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 			return res
 		}
 	}
-	if ctx.Err() != nil && last.code == 0 {
-		last = temporary(451, "4.4.2", "", "cancelled: %v", ctx.Err())
+	if ctx.Err() != nil && tried == 0 {
+		last = temporary(451, "4.4.2", "", "cancelled before a connection to %s: %v", domain, ctx.Err())
 	}
 	setAll(last)
 	return res
@@ -329,6 +331,9 @@ func (c *Client) transact(ctx context.Context, s *session, m Message, pending []
 		return true
 	}
 	size := m.Size + int64(len(m.Header))
+	if m.Size == 0 {
+		size = 0 // unknown: no SIZE parameter, no check
+	}
 	if limit, ok := s.c.MaxMessageSize(); ok && limit > 0 && size > int64(limit) {
 		set(pending, permanent(552, "5.3.4", host, "the message (%d bytes) is larger than %s accepts (SIZE %d)", size, host, limit))
 		return true
@@ -374,9 +379,14 @@ func (c *Client) transact(ctx context.Context, s *session, m Message, pending []
 		set(accepted, o)
 		return isReply
 	}
-	if _, err := io.Copy(w, io.MultiReader(bytes.NewReader(m.Header), body)); err != nil {
-		set(accepted, temporary(451, "4.4.2", host, "sending the message to %s failed: %v", host, err))
-		return false
+	src := &readErr{r: io.MultiReader(bytes.NewReader(m.Header), body)}
+	if _, err := io.Copy(w, src); err != nil {
+		if src.err != nil {
+			set(accepted, temporary(451, "4.3.0", host, "reading the stored message failed: %v", src.err))
+		} else {
+			set(accepted, temporary(451, "4.4.2", host, "sending the message to %s failed: %v", host, err))
+		}
+		return false // without the final dot: abandoned
 	}
 	if beforeCommit != nil {
 		if err := beforeCommit(); err != nil {
@@ -398,6 +408,21 @@ func (c *Client) transact(ctx context.Context, s *session, m Message, pending []
 	}
 	set(accepted, outcome{delivered: true, code: 250, enhanced: enh, text: text, host: host})
 	return true
+}
+
+// readErr remembers an error of the message's reader, to tell it from
+// the connection's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 // acquire takes a concurrency slot for key, waiting while all are taken.

@@ -3,10 +3,13 @@ package outbound
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 )
 
 // scriptServer speaks just enough SMTP, by hand, for what go-smtp's server
@@ -128,4 +131,24 @@ func TestOpportunisticTLSFailureRetriesPlain(t *testing.T) {
 	// With TLS required, the same remote is a temporary failure.
 	req := e.client(func(c *Config) { c.TLS = TLSRequire })
 	wantTemporary(t, one(t, req.Send(bg, "oldtls.test", message("a@sender.test", "b@oldtls.test"), nil)), "TLS with mx.oldtls.test")
+}
+
+func TestBodyReadErrorAbandons(t *testing.T) {
+	e := newEnv(t)
+	srv := newMX(t)
+	e.mx("rerr.test", "mx.rerr.test", 10, "127.0.1.1", srv)
+	c := e.client(nil)
+	m := message("a@sender.test", "b@rerr.test")
+	m.Body = func() (io.Reader, error) {
+		return io.MultiReader(strings.NewReader("Subject: x\r\n\r\npart"), iotest.ErrReader(errors.New("disk gone"))), nil
+	}
+	wantTemporary(t, one(t, c.Send(bg, "rerr.test", m, nil)), "reading the stored message failed: disk gone")
+	waitFor(t, "the server to see the transaction end", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.dataErrs == 1
+	})
+	if _, _, msgs := srv.stats(); len(msgs) != 0 {
+		t.Fatalf("a truncated message was stored: %+v", msgs)
+	}
 }
