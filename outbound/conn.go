@@ -133,6 +133,7 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 		conn, s.tls, s.verified = tc, true, verified
 	}
 	br := bufio.NewReader(conn)
+	brOn := conn // what br reads from (STARTTLS replaces conn below)
 	tp := textproto.NewReader(br)
 	raw.SetDeadline(time.Now().Add(c.cfg.GreetingTimeout))
 	if _, msg, err := tp.ReadResponse(220); err != nil {
@@ -184,8 +185,8 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 			}
 		}
 	}
-	if br.Buffered() > 0 && !s.tls {
-		// A pipelining greeter: hand the buffered bytes on.
+	if br.Buffered() > 0 && conn == brOn {
+		// Bytes read ahead on the same stream: hand them on.
 		pending, _ := br.Peek(br.Buffered())
 		conn = &greetedConn{Conn: conn, pending: append([]byte(nil), pending...)}
 	}

@@ -276,6 +276,7 @@ type mxServer struct {
 	maxInData int
 	user      string
 	pass      string
+	implicit  bool // TLS from the first byte (port 465 style)
 }
 
 type srvOpt func(*mxServer)
@@ -286,6 +287,12 @@ func withTLS(c tls.Certificate) srvOpt {
 func withUTF8() srvOpt           { return func(m *mxServer) { m.srv.EnableSMTPUTF8 = true } }
 func withDSN() srvOpt            { return func(m *mxServer) { m.srv.EnableDSN = true } }
 func withMaxSize(n int64) srvOpt { return func(m *mxServer) { m.srv.MaxMessageBytes = n } }
+func withImplicitTLS(c tls.Certificate) srvOpt {
+	return func(m *mxServer) {
+		m.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{c}}
+		m.implicit = true
+	}
+}
 func withAuth(user, pass string) srvOpt {
 	return func(m *mxServer) { m.user, m.pass = user, pass }
 }
@@ -327,7 +334,11 @@ func newMX(t *testing.T, opts ...srvOpt) *mxServer {
 		t.Fatal(err)
 	}
 	m.addr = l.Addr().String()
-	go m.srv.Serve(countingListener{l, m})
+	var sl net.Listener = countingListener{l, m}
+	if m.implicit {
+		sl = tls.NewListener(sl, m.srv.TLSConfig)
+	}
+	go m.srv.Serve(sl)
 	t.Cleanup(func() {
 		m.mu.Lock()
 		if m.hold != nil {

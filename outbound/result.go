@@ -31,6 +31,9 @@ type Result struct {
 	Host string
 }
 
+// Temporary reports a failure worth retrying later.
+func (r Result) Temporary() bool { return !r.Delivered && !r.Permanent }
+
 // Reply renders the result the way a queue entry's LastReply keeps it:
 // "451 4.4.1 text".
 func (r Result) Reply() string {

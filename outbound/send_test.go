@@ -593,3 +593,17 @@ func sha256Sum(b []byte) []byte {
 	h := sha256.Sum256(b)
 	return h[:]
 }
+
+func TestRelayImplicitTLS(t *testing.T) {
+	e := newEnv(t)
+	srv := newMX(t, withImplicitTLS(issue(t, e.ca, "smtps.relay.test")), withAuth("bob", "s3cret"))
+	e.host("smtps.relay.test", "127.0.3.2", nil)
+	e.net.set("127.0.3.2:2465", srv.addr)
+	c := e.client(func(c *Config) {
+		c.Relay, c.RelayUsername, c.RelayPassword, c.RelayImplicitTLS = "smtps.relay.test:2465", "bob", "s3cret", true
+	})
+	wantDelivered(t, one(t, c.Send(bg, "far.test", message("a@sender.test", "b@far.test"), nil)))
+	if _, _, msgs := srv.stats(); len(msgs) != 1 || msgs[0].user != "bob" {
+		t.Fatalf("relay got %+v", msgs)
+	}
+}
