@@ -133,13 +133,13 @@ func (d *fakeDNS) LookupTLSA(ctx context.Context, name string) ([]TLSA, bool, er
 // testNet maps the addresses the client dials (from fakeDNS) to loopback
 // listeners, records the dials, and fails the test on any other address.
 type testNet struct {
-	t     *testing.T
+	t     testing.TB
 	mu    sync.Mutex
 	route map[string]string
 	dials []string
 }
 
-func newNet(t *testing.T) *testNet { return &testNet{t: t, route: map[string]string{}} }
+func newNet(t testing.TB) *testNet { return &testNet{t: t, route: map[string]string{}} }
 
 func (n *testNet) set(addr, real string) {
 	n.mu.Lock()
@@ -167,7 +167,7 @@ func (n *testNet) dialed() []string {
 }
 
 // refusingAddr is a loopback address where nothing listens.
-func refusingAddr(t *testing.T) string {
+func refusingAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func newCA(t *testing.T) *testCA {
 
 // issue makes a leaf for names signed by the CA (ca nil: self-signed),
 // served with the CA in the chain.
-func issue(t *testing.T, ca *testCA, names ...string) tls.Certificate {
+func issue(t testing.TB, ca *testCA, names ...string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +259,7 @@ type gotMsg struct {
 
 // mxServer is a go-smtp server on loopback that records what it gets.
 type mxServer struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *smtp.Server
 	addr string
 
@@ -312,7 +312,7 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-func newMX(t *testing.T, opts ...srvOpt) *mxServer {
+func newMX(t testing.TB, opts ...srvOpt) *mxServer {
 	m := &mxServer{t: t, rcptReply: map[string]*smtp.SMTPError{}}
 	m.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		_, isTLS := c.TLSConnectionState()
@@ -441,13 +441,13 @@ func (s *authSession) Mail(from string, opts *smtp.MailOptions) error {
 
 // env is one test's outside world.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	dns *fakeDNS
 	net *testNet
 	ca  *testCA
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	return &env{t: t, dns: newDNS(), net: newNet(t), ca: newCA(t)}
 }
 
@@ -492,7 +492,7 @@ func (e *env) client(mod func(*Config)) *Client {
 	return c
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -512,7 +512,7 @@ func message(from string, rcpts ...string) Message {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -523,7 +523,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func one(t *testing.T, rs []Result) Result {
+func one(t testing.TB, rs []Result) Result {
 	t.Helper()
 	if len(rs) != 1 {
 		t.Fatalf("got %d results, want 1: %+v", len(rs), rs)
@@ -531,14 +531,14 @@ func one(t *testing.T, rs []Result) Result {
 	return rs[0]
 }
 
-func wantDelivered(t *testing.T, r Result) {
+func wantDelivered(t testing.TB, r Result) {
 	t.Helper()
 	if !r.Delivered || r.Permanent || r.Code != 250 {
 		t.Fatalf("want delivered, got %+v", r)
 	}
 }
 
-func wantTemporary(t *testing.T, r Result, textHas string) {
+func wantTemporary(t testing.TB, r Result, textHas string) {
 	t.Helper()
 	if r.Delivered || r.Permanent || r.Code < 400 || r.Code >= 500 || !strings.HasPrefix(r.Enhanced, "4.") {
 		t.Fatalf("want temporary failure, got %+v", r)
@@ -548,7 +548,7 @@ func wantTemporary(t *testing.T, r Result, textHas string) {
 	}
 }
 
-func wantPermanent(t *testing.T, r Result, code int, enhanced string) {
+func wantPermanent(t testing.TB, r Result, code int, enhanced string) {
 	t.Helper()
 	if r.Delivered || !r.Permanent || r.Code != code || r.Enhanced != enhanced {
 		t.Fatalf("want permanent %d %s, got %+v", code, enhanced, r)
