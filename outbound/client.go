@@ -128,7 +128,7 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 	if s := c.takeIdle(key, d, p); s != nil {
 		s.bind(ctx)
 		if err := s.c.Reset(); err == nil {
-			c.finish(key, d, s, c.transact(ctx, s, m, pending, res, beforeCommit))
+			c.finish(key, d, s, c.transactAll(ctx, s, m, pending, res, beforeCommit))
 			return res
 		}
 		s.close()
@@ -164,7 +164,7 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 				last = temporary(451, "4.4.2", t.host, "%s [%s]: %v", t.host, ip, err)
 				continue
 			}
-			c.finish(key, d, s, c.transact(ctx, s, m, pending, res, beforeCommit))
+			c.finish(key, d, s, c.transactAll(ctx, s, m, pending, res, beforeCommit))
 			return res
 		}
 	}
@@ -310,6 +310,56 @@ func (c *Client) addresses(ctx context.Context, host string) ([]net.IP, *outcome
 		return nil, &o
 	}
 	return interleave(ips), nil
+}
+
+// transactAll delivers to pending on s in as many transactions as the
+// remote's recipient limit needs: batches of LIMITS RCPTMAX (RFC 9422), and
+// the recipients refused with "too many recipients" (452, 4.5.3) again in a
+// new transaction while each one makes progress. It returns whether s may
+// be kept.
+func (c *Client) transactAll(ctx context.Context, s *session, m Message, pending []int, res []Result, beforeCommit func() error) bool {
+	for {
+		batch := pending
+		if n := s.rcptMax(); n > 0 && len(batch) > n {
+			batch = batch[:n]
+		}
+		keep := c.transact(ctx, s, m, batch, res, beforeCommit)
+		var again []int
+		progress := false
+		for _, i := range batch {
+			if res[i].Delivered || res[i].Permanent {
+				progress = true
+			} else if res[i].Code == 452 || res[i].Enhanced == "4.5.3" {
+				again = append(again, i)
+			}
+		}
+		rest := pending[len(batch):]
+		if !progress {
+			again = nil
+		}
+		next := append(again, rest...)
+		if len(next) == 0 {
+			return keep
+		}
+		if !keep || !progress {
+			o := temporary(451, "4.4.2", s.host, "not attempted: the transaction with %s before this recipient's failed", s.host)
+			if progress {
+				o.text = "not attempted: the connection to " + s.host + " was lost"
+			}
+			for _, i := range rest {
+				res[i] = o.result(m.Rcpts[i].Addr)
+			}
+			return keep
+		}
+		if err := s.c.Reset(); err != nil {
+			o, _ := fromReply(err, s.host, "RSET")
+			for _, i := range next {
+				res[i] = o.result(m.Rcpts[i].Addr)
+			}
+			return false
+		}
+		pending = next
+	}
 }
 
 // transact runs one mail transaction on s and fills in res for pending.

@@ -43,6 +43,22 @@ type session struct {
 	stop func() bool // the ctx watcher of the Send using it
 }
 
+// rcptMax is the remote's LIMITS RCPTMAX (RFC 9422), 0 if none.
+func (s *session) rcptMax() int {
+	ok, v := s.c.Extension("LIMITS")
+	if !ok {
+		return 0
+	}
+	for _, f := range strings.Fields(v) {
+		if k, n, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "RCPTMAX") {
+			if x, err := strconv.Atoi(n); err == nil && x > 0 {
+				return x
+			}
+		}
+	}
+	return 0
+}
+
 // bind closes the connection when ctx ends, for the Send using it.
 func (s *session) bind(ctx context.Context) {
 	s.mu.Lock()

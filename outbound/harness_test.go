@@ -277,6 +277,7 @@ type mxServer struct {
 	user      string
 	pass      string
 	implicit  bool // TLS from the first byte (port 465 style)
+	txLimit   int  // >0: 452 4.5.3 past this many recipients, not advertised
 }
 
 type srvOpt func(*mxServer)
@@ -388,6 +389,9 @@ func (s *mxSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.m.mu.Unlock()
 	if r != nil {
 		return r
+	}
+	if s.m.txLimit > 0 && len(s.cur.rcpts) >= s.m.txLimit {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "too many recipients"}
 	}
 	s.cur.rcpts = append(s.cur.rcpts, to)
 	if opts != nil {

@@ -607,3 +607,35 @@ func TestRelayImplicitTLS(t *testing.T) {
 		t.Fatalf("relay got %+v", msgs)
 	}
 }
+
+func TestRecipientLimitSplitsTransactions(t *testing.T) {
+	t.Run("LIMITS", func(t *testing.T) { testRecipientLimit(t, func(m *mxServer) { m.srv.MaxRecipients = 2 }) })
+	t.Run("452", func(t *testing.T) { testRecipientLimit(t, func(m *mxServer) { m.txLimit = 2 }) })
+}
+
+func testRecipientLimit(t *testing.T, limit srvOpt) {
+	e := newEnv(t)
+	srv := newMX(t, limit)
+	e.mx("limit.test", "mx.limit.test", 10, "127.0.1.1", srv)
+	c := e.client(nil)
+	var rcpts []string
+	for i := range 5 {
+		rcpts = append(rcpts, fmt.Sprintf("u%d@limit.test", i))
+	}
+	calls := 0
+	rs := c.Send(bg, "limit.test", message("a@sender.test", rcpts...), func() error { calls++; return nil })
+	for _, r := range rs {
+		wantDelivered(t, r)
+	}
+	conns, _, msgs := srv.stats()
+	if conns != 1 || len(msgs) != 3 || calls != 3 {
+		t.Fatalf("%d connections, %d transactions, %d fencing checks; want 1, 3, 3", conns, len(msgs), calls)
+	}
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.rcpts...)
+	}
+	if !slices.Equal(got, rcpts) {
+		t.Fatalf("delivered to %v", got)
+	}
+}
