@@ -263,21 +263,22 @@ type mxServer struct {
 	srv  *smtp.Server
 	addr string
 
-	mu        sync.Mutex
-	conns     int
-	mails     int
-	resets    int
-	msgs      []gotMsg
-	dataErrs  int
-	rcptReply map[string]*smtp.SMTPError
-	dataReply *smtp.SMTPError
-	hold      chan struct{} // non-nil: Data waits for it to close
-	inData    int
-	maxInData int
-	user      string
-	pass      string
-	implicit  bool // TLS from the first byte (port 465 style)
-	txLimit   int  // >0: 452 4.5.3 past this many recipients, not advertised
+	mu         sync.Mutex
+	conns      int
+	mails      int
+	resets     int
+	msgs       []gotMsg
+	dataErrs   int
+	rcptReply  map[string]*smtp.SMTPError
+	dataReply  *smtp.SMTPError
+	hold       chan struct{} // non-nil: Data waits for it to close
+	inData     int
+	maxInData  int
+	user       string
+	pass       string
+	implicit   bool // TLS from the first byte (port 465 style)
+	txLimit    int  // >0: 452 4.5.3 past this many recipients, not advertised
+	replies452 int
 }
 
 type srvOpt func(*mxServer)
@@ -309,8 +310,25 @@ func (l countingListener) Accept() (net.Conn, error) {
 		l.m.mu.Lock()
 		l.m.conns++
 		l.m.mu.Unlock()
+		c = sniffConn{c, l.m}
 	}
 	return c, err
+}
+
+// sniffConn counts the 452 replies the server writes (go-smtp's own
+// recipient limit answers without asking the session).
+type sniffConn struct {
+	net.Conn
+	m *mxServer
+}
+
+func (c sniffConn) Write(p []byte) (int, error) {
+	if strings.HasPrefix(string(p), "452 ") {
+		c.m.mu.Lock()
+		c.m.replies452++
+		c.m.mu.Unlock()
+	}
+	return c.Conn.Write(p)
 }
 
 func newMX(t testing.TB, opts ...srvOpt) *mxServer {

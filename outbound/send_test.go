@@ -609,11 +609,18 @@ func TestRelayImplicitTLS(t *testing.T) {
 }
 
 func TestRecipientLimitSplitsTransactions(t *testing.T) {
-	t.Run("LIMITS", func(t *testing.T) { testRecipientLimit(t, func(m *mxServer) { m.srv.MaxRecipients = 2 }) })
+	t.Run("LIMITS", func(t *testing.T) {
+		srv := testRecipientLimit(t, func(m *mxServer) { m.srv.MaxRecipients = 2 })
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.replies452 != 0 {
+			t.Fatalf("%d recipients refused with 452: RCPTMAX not honoured", srv.replies452)
+		}
+	})
 	t.Run("452", func(t *testing.T) { testRecipientLimit(t, func(m *mxServer) { m.txLimit = 2 }) })
 }
 
-func testRecipientLimit(t *testing.T, limit srvOpt) {
+func testRecipientLimit(t *testing.T, limit srvOpt) *mxServer {
 	e := newEnv(t)
 	srv := newMX(t, limit)
 	e.mx("limit.test", "mx.limit.test", 10, "127.0.1.1", srv)
@@ -638,4 +645,5 @@ func testRecipientLimit(t *testing.T, limit srvOpt) {
 	if !slices.Equal(got, rcpts) {
 		t.Fatalf("delivered to %v", got)
 	}
+	return srv
 }
