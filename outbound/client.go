@@ -119,9 +119,17 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 		setAll(*o)
 		return res
 	}
-	last := temporary(451, "4.4.4", "", "no usable mail exchanger for %s", domain)
+	// Every host that failed says why, in order: the DSN's diagnostic.
+	var last *outcome
+	var why []string
+	failed := func(o outcome) {
+		last = &o
+		if len(why) < 5 {
+			why = append(why, o.text)
+		}
+	}
 	if p.refused != "" {
-		last = temporary(451, "4.7.5", "", "%s", p.refused)
+		failed(temporary(451, "4.7.5", "", "%s", p.refused))
 	}
 
 	// An idle connection to one of the hosts still allowed.
@@ -138,12 +146,12 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 	for _, t := range p.targets {
 		sec, o := c.hostSecurity(ctx, domain, p, t)
 		if o != nil {
-			last = *o
+			failed(*o)
 			continue
 		}
 		ips, o := c.addresses(ctx, t.host)
 		if o != nil {
-			last = *o
+			failed(*o)
 			continue
 		}
 		for _, ip := range ips {
@@ -157,21 +165,27 @@ func (c *Client) Send(ctx context.Context, domain string, m Message, beforeCommi
 			}
 			var he *hostError
 			if errors.As(err, &he) {
-				last = he.o
+				failed(he.o)
 				c.log.Debug("outbound: host failed", "domain", domain, "host", t.host, "ip", ip.String(), "reply", he.o.text)
 				continue
 			} else if err != nil {
-				last = temporary(451, "4.4.2", t.host, "%s [%s]: %v", t.host, ip, err)
+				failed(temporary(451, "4.4.2", t.host, "%s [%s]: %v", t.host, ip, err))
 				continue
 			}
 			c.finish(key, d, s, c.transactAll(ctx, s, m, pending, res, beforeCommit))
 			return res
 		}
 	}
-	if ctx.Err() != nil && tried == 0 {
-		last = temporary(451, "4.4.2", "", "cancelled before a connection to %s: %v", domain, ctx.Err())
+	switch {
+	case ctx.Err() != nil && tried == 0:
+		failed(temporary(451, "4.4.2", "", "cancelled before a connection to %s: %v", domain, ctx.Err()))
+		why = []string{last.text}
+	case last == nil:
+		failed(temporary(451, "4.4.4", "", "no usable mail exchanger for %s", domain))
 	}
-	setAll(last)
+	o = last
+	o.text = strings.Join(why, "; ")
+	setAll(*o)
 	return res
 }
 

@@ -48,7 +48,8 @@ func TestAllMXUnreachableIsTemporary(t *testing.T) {
 	e.mx("down.test", "mx2.down.test", 20, "127.0.1.2", nil)
 	c := e.client(nil)
 	r := one(t, c.Send(bg, "down.test", message("a@sender.test", "b@down.test"), nil))
-	wantTemporary(t, r, "cannot connect")
+	wantTemporary(t, r, "cannot connect to mx1.down.test [127.0.1.1]")
+	wantTemporary(t, r, "; cannot connect to mx2.down.test [127.0.1.2]")
 	if len(e.net.dialed()) != 2 {
 		t.Fatalf("dials %v, want both MX", e.net.dialed())
 	}
