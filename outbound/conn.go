@@ -152,14 +152,12 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 	brOn := conn // what br reads from (STARTTLS replaces conn below)
 	tp := textproto.NewReader(br)
 	raw.SetDeadline(time.Now().Add(c.cfg.GreetingTimeout))
-	if _, msg, err := tp.ReadResponse(220); err != nil {
+	if _, _, err := tp.ReadResponse(220); err != nil {
 		var te *textproto.Error
 		if errors.As(err, &te) {
 			return fail(temporary(451, "4.4.2", t.host, "%s refused the connection: %d %s", where, te.Code, te.Msg))
 		}
 		return fail(temporary(451, "4.4.2", t.host, "no greeting from %s: %v", where, err))
-	} else {
-		_ = msg
 	}
 	wantTLS := !s.tls && (sec.requireTLS || (!plain && c.cfg.TLS != TLSNone))
 	if wantTLS {
@@ -179,11 +177,11 @@ func (c *Client) connect(ctx context.Context, t target, ip net.IP, sec security,
 			if _, err := conn.Write([]byte("STARTTLS\r\n")); err != nil {
 				return fail(temporary(451, "4.4.2", t.host, "STARTTLS at %s: %v", where, err))
 			}
-			if _, msg, err := tp.ReadResponse(220); err != nil {
+			if _, _, err := tp.ReadResponse(220); err != nil {
 				if sec.requireTLS {
 					return fail(temporary(451, "4.7.5", t.host, "%s refused STARTTLS (%v), which %s requires", where, err, sec.reason))
 				}
-				_ = msg
+				// Refused: go on without TLS (go-smtp says EHLO again).
 			} else {
 				if br.Buffered() > 0 {
 					// Bytes after the 220 would be read as if they came over TLS.
