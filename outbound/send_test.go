@@ -648,3 +648,61 @@ func testRecipientLimit(t *testing.T, limit srvOpt) *mxServer {
 	}
 	return srv
 }
+
+func TestCancelWhileRemoteHoldsDATA(t *testing.T) {
+	e := newEnv(t)
+	srv := newMX(t)
+	srv.hold = make(chan struct{})
+	e.mx("hold.test", "mx.hold.test", 10, "127.0.1.1", srv)
+	c := e.client(nil)
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan Result, 1)
+	go func() { done <- one(t, c.Send(ctx, "hold.test", message("a@sender.test", "b@hold.test"), nil)) }()
+	waitFor(t, "the transaction to reach DATA", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return srv.inData == 1
+	})
+	cancel()
+	var r Result
+	waitFor(t, "Send to return after cancel", func() bool {
+		select {
+		case r = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	wantTemporary(t, r, "end of DATA")
+	if c.idleCount("hold.test") != 0 {
+		t.Fatal("a cancelled connection was kept for reuse")
+	}
+}
+
+func TestMTASTSPolicyRefetchedWhenIDChanges(t *testing.T) {
+	e := newEnv(t)
+	sts, port := e.stsServer("rot.test")
+	e.dns.setTXT("_mta-sts.rot.test", "v=STSv1; id=1")
+	sts.set("rot.test", "enforce", "mx.rot.test")
+	srv := newMX(t, withTLS(issue(t, e.ca, "mx.rot.test")))
+	e.mx("rot.test", "mx.rot.test", 10, "127.0.1.1", srv)
+	c := e.client(func(c *Config) { c.MTASTSPort = port; c.IdleTimeout = -1 })
+	fetches := func() int { sts.mu.Lock(); defer sts.mu.Unlock(); return sts.fetches }
+	wantDelivered(t, one(t, c.Send(bg, "rot.test", message("a@sender.test", "b@rot.test"), nil)))
+	wantDelivered(t, one(t, c.Send(bg, "rot.test", message("a@sender.test", "b@rot.test"), nil)))
+	if fetches() != 1 {
+		t.Fatalf("%d fetches, want 1", fetches())
+	}
+	// A new id: fetched again; the new policy no longer allows the host.
+	e.dns.setTXT("_mta-sts.rot.test", "v=STSv1; id=2")
+	sts.set("rot.test", "enforce", "other.rot.test")
+	wantTemporary(t, one(t, c.Send(bg, "rot.test", message("a@sender.test", "b@rot.test"), nil)), "does not allow MX host mx.rot.test")
+	// The TXT record gone: the cached policy (max_age) still holds.
+	e.dns.mu.Lock()
+	delete(e.dns.txt, "_mta-sts.rot.test")
+	e.dns.mu.Unlock()
+	wantTemporary(t, one(t, c.Send(bg, "rot.test", message("a@sender.test", "b@rot.test"), nil)), "does not allow MX host mx.rot.test")
+	if fetches() != 2 {
+		t.Fatalf("%d fetches, want 2", fetches())
+	}
+}
