@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/consensus"
+	"github.com/mailcluster/mailcluster/dispatch"
 	"github.com/mailcluster/mailcluster/dnsclient"
+	"github.com/mailcluster/mailcluster/outbound"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/listen"
@@ -187,6 +189,34 @@ type Config struct {
 	// and the dev cluster point it at a simnet sink).
 	RemoteSMTPPort int
 
+	// The outbound queue (mail for outside the cluster). OutboundExpiry:
+	// how long an entry is retried before it fails with a DSN (default 5
+	// days). OutboundDelayDSN: after how long a still-undelivered message
+	// gets a "delayed" DSN (default 4 h; below 0: never). The delivery
+	// pipeline fills both into each queue entry.
+	OutboundExpiry   time.Duration
+	OutboundDelayDSN time.Duration
+	// OutboundRetry is the wait after each failed attempt; the last step
+	// repeats (default 2m,5m,10m,15m,30m,1h,2h).
+	OutboundRetry []time.Duration
+	// OutboundLease is how long a claim on queue entries holds unrenewed
+	// (default 10 s): a dead sender's mail moves to another node after it.
+	OutboundLease time.Duration
+	// OutboundConcurrency caps this node's Sends in progress (default 32);
+	// OutboundMaxPerDestination those to one domain or relay (default 4).
+	OutboundConcurrency       int
+	OutboundMaxPerDestination int
+	// OutboundTLS: opportunistic (default), require, verify or none
+	// (MTA-STS and DANE still apply where a domain asks for them).
+	OutboundTLS string
+	// RelayHost ("host:port"; port 465 speaks implicit TLS) sends all
+	// outbound mail through that host; RelayUsername/RelayPassword log in
+	// there (only over verified TLS).
+	RelayHost, RelayUsername, RelayPassword string
+	// OutboundOff stops this node's queue worker and the leader's queue
+	// clock (tests that drive the queue by hand).
+	OutboundOff bool
+
 	Logger *slog.Logger
 	Links  Links
 }
@@ -245,8 +275,62 @@ func (c *Config) validate() error {
 	if c.RemoteSMTPPort < 1 || c.RemoteSMTPPort > 65535 {
 		return fmt.Errorf("smtp_remote_port %d: want 1 to 65535", c.RemoteSMTPPort)
 	}
+	if err := c.validateOutbound(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (c *Config) validateOutbound() error {
+	if c.OutboundExpiry == 0 {
+		c.OutboundExpiry = 5 * 24 * time.Hour
+	}
+	if c.OutboundExpiry < 0 {
+		return errors.New("outbound_expiry must be positive")
+	}
+	if c.OutboundDelayDSN == 0 {
+		c.OutboundDelayDSN = 4 * time.Hour
+	}
+	if c.OutboundLease == 0 {
+		c.OutboundLease = 10 * time.Second
+	}
+	if c.OutboundLease < 100*time.Millisecond || c.OutboundLease > time.Hour {
+		return fmt.Errorf("outbound_lease %s: want 100ms to 1h", c.OutboundLease)
+	}
+	if len(c.OutboundRetry) == 0 {
+		c.OutboundRetry = dispatch.DefaultRetry()
+	}
+	for _, d := range c.OutboundRetry {
+		if d <= 0 {
+			return errors.New("outbound_retry: every step must be a positive duration")
+		}
+	}
+	if c.OutboundConcurrency == 0 {
+		c.OutboundConcurrency = 32
+	}
+	if c.OutboundMaxPerDestination == 0 {
+		c.OutboundMaxPerDestination = 4
+	}
+	if c.OutboundConcurrency < 0 || c.OutboundMaxPerDestination < 0 {
+		return errors.New("outbound_concurrency and outbound_max_per_destination must be positive")
+	}
+	switch c.OutboundTLS {
+	case "":
+		c.OutboundTLS = string(outbound.TLSOpportunistic)
+	case string(outbound.TLSOpportunistic), string(outbound.TLSRequire), string(outbound.TLSVerify), string(outbound.TLSNone):
+	default:
+		return fmt.Errorf("outbound_tls %q: want opportunistic, require, verify or none", c.OutboundTLS)
+	}
+	if c.RelayHost != "" {
+		if _, _, err := net.SplitHostPort(c.RelayHost); err != nil {
+			return fmt.Errorf("relay_host %q: want host:port: %v", c.RelayHost, err)
+		}
+	}
+	if (c.RelayUsername != "") != (c.RelayPassword != "") {
+		return errors.New("relay_username and relay_password go together")
 	}
 	return nil
 }

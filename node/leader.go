@@ -26,6 +26,11 @@ func (n *Node) leaderTasks() []leaderTask {
 		{name: "purge", run: func(ctx context.Context) {
 			n.store.PurgeLoop(ctx, n.cfg.GCGrace, max(n.cfg.GCGrace/4, time.Second))
 		}},
+		// Advance the outbound queue's clock (leases, due times) with the
+		// leader's time while the queue has entries.
+		{name: "queue-clock", run: n.queueClockTask},
+		// Give local domains without DKIM keys a pair (outbound.go).
+		{name: "dkim-keys", run: n.dkimKeysTask},
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 // leaderWork asks every running member's operations API which leader
 // tasks it runs, and returns the members that run any, as
-// "node2=purge,reconcile".
+// "node2=dkim-keys,purge,queue-clock,reconcile".
 func leaderWork(t *testing.T, c *cluster.Cluster) []string {
 	t.Helper()
 	var out []string
@@ -37,7 +37,7 @@ func leaderWork(t *testing.T, c *cluster.Cluster) []string {
 // waitLeaderWorkOn waits until exactly member i runs the leader tasks.
 func waitLeaderWorkOn(t *testing.T, c *cluster.Cluster, i int) {
 	t.Helper()
-	want := c.Members[i].ID + "=purge,reconcile"
+	want := c.Members[i].ID + "=dkim-keys,purge,queue-clock,reconcile"
 	var last []string
 	cluster.WaitFor(t, "leader tasks on "+c.Members[i].ID+" only", cluster.Timeout, func() bool {
 		last = leaderWork(t, c)

@@ -239,6 +239,11 @@ func Start(cfg Config) (_ *Node, err error) {
 	blobServer := blob.NewServer(n.blobs, blobLink, n.log)
 	n.goLoop(func() { _ = blobServer.Serve(ctx) })
 	n.goLoop(func() { _ = n.bodies.Run(ctx) })
+	if err = n.startOutbound(ctx); err != nil {
+		cancel()
+		n.wg.Wait()
+		return nil, fmt.Errorf("outbound: %w", err)
+	}
 
 	n.log.Info("node started", "cluster", clusterAdvertise, "gossip", n.gossip.advertiseAddr(), "http", n.httpLn.Addr().String(),
 		"bootstrap_expect", cfg.BootstrapExpect, "has_state", !record.Fresh)

@@ -120,6 +120,18 @@ type settings struct {
 	DNSServers     []string `toml:"dns_servers" help:"DNS resolvers every lookup of this node goes to, as IP or IP:port, comma-separated (default: the nameservers in /etc/resolv.conf)"`
 	RemoteSMTPPort int      `toml:"smtp_remote_port" help:"port dialled at a remote mail exchanger when sending out"`
 
+	OutboundRetry             string   `toml:"outbound_retry" help:"waits between delivery attempts of mail for outside, comma-separated; the last repeats"`
+	OutboundExpiry            duration `toml:"outbound_expiry" help:"how long mail for outside is retried before it is returned to the sender with a DSN"`
+	OutboundDelayDSN          duration `toml:"outbound_delay_dsn" help:"after how long undelivered mail gets one 'delayed' DSN (0: never)"`
+	OutboundLease             duration `toml:"outbound_lease" help:"how long a node's claim on queued mail holds without renewal; mail of a dead node moves after it"`
+	OutboundConcurrency       int      `toml:"outbound_concurrency" help:"outbound SMTP transactions this node runs at once"`
+	OutboundMaxPerDestination int      `toml:"outbound_max_per_destination" help:"outbound SMTP transactions to one domain (or the relay) at once, per node"`
+	OutboundTLS               string   `toml:"outbound_tls" help:"TLS when sending out where no MTA-STS/DANE policy asks more: opportunistic, require, verify or none"`
+	RelayHost                 string   `toml:"relay_host" help:"send all outbound mail through this host:port (port 465: implicit TLS) instead of the recipients' MX"`
+	RelayUsername             string   `toml:"relay_username" help:"user name at relay_host (AUTH PLAIN, only over verified TLS)"`
+	RelayPassword             string   `toml:"relay_password" help:"password at relay_host; prefer relay_password_file or the environment"`
+	RelayPasswordFile         string   `toml:"relay_password_file" help:"file holding the password at relay_host"`
+
 	LogFormat string `toml:"log_format" help:"text or json"`
 	LogLevel  string `toml:"log_level" help:"debug, info, warn or error"`
 }
@@ -138,8 +150,16 @@ func defaultSettings() settings {
 		MaxMessageSize:    "50M",
 		MaxMailboxes:      replication.DefaultMaxMailboxesPerAccount,
 		RemoteSMTPPort:    25,
-		LogFormat:         "text",
-		LogLevel:          "info",
+
+		OutboundRetry:             "2m,5m,10m,15m,30m,1h,2h",
+		OutboundExpiry:            duration(5 * 24 * time.Hour),
+		OutboundDelayDSN:          duration(4 * time.Hour),
+		OutboundLease:             duration(10 * time.Second),
+		OutboundConcurrency:       32,
+		OutboundMaxPerDestination: 4,
+		OutboundTLS:               "opportunistic",
+		LogFormat:                 "text",
+		LogLevel:                  "info",
 	}
 }
 
@@ -272,6 +292,13 @@ func loadSettings(args []string, environ func(string) (string, bool), stderr io.
 			return s, fmt.Errorf("secret_file: %w", err)
 		}
 		s.Secret = strings.TrimSpace(string(b))
+	}
+	if s.RelayPassword == "" && s.RelayPasswordFile != "" {
+		b, err := os.ReadFile(s.RelayPasswordFile)
+		if err != nil {
+			return s, fmt.Errorf("relay_password_file: %w", err)
+		}
+		s.RelayPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailcluster/mailcluster/dispatch"
 	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/protocol/auth"
@@ -140,6 +141,14 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			return node.Config{}, fmt.Errorf("dns_servers is not set and %v: set dns_servers", err)
 		}
 	}
+	retry, err := dispatch.ParseRetry(s.OutboundRetry)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("outbound_retry: %w", err)
+	}
+	delayDSN := time.Duration(s.OutboundDelayDSN)
+	if delayDSN == 0 {
+		delayDSN = -1 // 0 in the file means never; node's zero value is the default
+	}
 	return node.Config{
 		NodeID:            s.NodeID,
 		Zone:              s.Zone,
@@ -195,6 +204,17 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		DNSServers:          dnsServers,
 		RemoteSMTPPort:      s.RemoteSMTPPort,
 		Logger:              logger,
+
+		OutboundRetry:             retry,
+		OutboundExpiry:            time.Duration(s.OutboundExpiry),
+		OutboundDelayDSN:          delayDSN,
+		OutboundLease:             time.Duration(s.OutboundLease),
+		OutboundConcurrency:       s.OutboundConcurrency,
+		OutboundMaxPerDestination: s.OutboundMaxPerDestination,
+		OutboundTLS:               s.OutboundTLS,
+		RelayHost:                 s.RelayHost,
+		RelayUsername:             s.RelayUsername,
+		RelayPassword:             s.RelayPassword,
 
 		// 0 in the file means no limit; node's zero value is the default.
 		MaxMailboxesPerAccount: cmp.Or(s.MaxMailboxes, -1),
