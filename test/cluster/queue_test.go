@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 )
@@ -19,7 +20,8 @@ import (
 // with a new token, and the dead node, back, cannot report under its old
 // one.
 func TestQueueLeaseMovesToAnotherNodeWhenTheHolderDies(t *testing.T) {
-	c := New(t, Options{})
+	// The queue is driven by hand here: no worker, no queue clock task.
+	c := New(t, Options{Configure: func(i int, cfg *node.Config) { cfg.OutboundOff = true }})
 	withAccounts(t, c, "alice")
 	leader := c.Leader()
 	holder := c.Follower()
