@@ -338,3 +338,27 @@ func TestOutboundLeaseMovesWhenTheSenderDies(t *testing.T) {
 		t.Fatalf("abandoned transactions: %d, want the dead node's one", len(c.Sink().Abandoned()))
 	}
 }
+
+// An operator's bounce (queue bounce) fails a waiting entry at once with a
+// failure DSN to the sender.
+func TestOutboundOperatorBounce(t *testing.T) {
+	c := outboundCluster(t, 0)
+	withAccounts(t, c, "alice")
+	if err := c.DNS().SetFailure("stuck.test", simnet.ServFail); err != nil {
+		t.Fatal(err)
+	}
+	to := "gina@stuck.test"
+	ids := enqueue(t, c, 1, "alice@example.test", outMessage(to, "stuck"), time.Hour, 0, to)
+	s := c.Node(c.Leader()).Store()
+	c.WaitFor("a failed attempt", func() bool {
+		e, err := s.QueueEntry(ctxT(t), ids[0])
+		return err == nil && e.Attempts >= 1 && e.LastReply != ""
+	})
+	Retry(t, "bounce", func() error { _, err := s.QueueAdmin(ctxT(t), state.QueueBounce, ids); return err })
+	c.WaitFor("a DSN in alice's INBOX", func() bool { return len(inboxMessages(t, c.Node(0), "alice")) > 0 })
+	waitQueueEmpty(t, c)
+	reports := dsnsIn(t, c)
+	if len(reports) != 1 || reports[0].Recipients[0].Action != dsn.Failed || reports[0].Recipients[0].FinalRecipient != to {
+		t.Fatalf("DSNs %+v", reports)
+	}
+}
