@@ -72,3 +72,29 @@ func TestWantsDSN(t *testing.T) {
 		}
 	}
 }
+
+// The fencing check refuses once the last accepted renewal is older than
+// the lease less the margin, and at once when a renewal lost an entry.
+func TestLeaseKeeperCheck(t *testing.T) {
+	w := &Worker{cfg: Config{Lease: 10 * time.Second}}
+	k := newLeaseKeeper(w, 7, []state.QueueID{{Index: 1}}, time.Now(), func() {})
+	if err := k.check(); err != nil {
+		t.Fatalf("fresh lease: %v", err)
+	}
+	if m := k.margin(); m != 2*time.Second {
+		t.Fatalf("margin %v", m)
+	}
+	k.lastOK = time.Now().Add(-8 * time.Second)
+	if err := k.check(); err != errLeaseExpired {
+		t.Fatalf("renewed 8 s ago with a 10 s lease: %v", err)
+	}
+	k.lastOK = time.Now()
+	k.lost = true
+	if err := k.check(); err != errLeaseLost {
+		t.Fatalf("lost: %v", err)
+	}
+	short := &Worker{cfg: Config{Lease: 600 * time.Millisecond}}
+	if m := newLeaseKeeper(short, 1, nil, time.Now(), func() {}).margin(); m != 200*time.Millisecond {
+		t.Fatalf("margin of a short lease %v", m)
+	}
+}
