@@ -362,3 +362,54 @@ func TestOutboundOperatorBounce(t *testing.T) {
 		t.Fatalf("DSNs %+v", reports)
 	}
 }
+
+// The work spreads over the nodes (each sends its share, greeting with its
+// own host name), and the recipients of one message at one domain go in
+// one transaction.
+func TestOutboundSpreadsAndGroups(t *testing.T) {
+	c := outboundCluster(t, 0)
+	withAccounts(t, c, "alice")
+	const n = 12
+	for i := range n {
+		to := fmt.Sprintf("r%d@d%d.test", i, i)
+		enqueue(t, c, i%3, "alice@example.test", outMessage(to, "spread"), time.Hour, 0, to)
+	}
+	group := []string{"x1@group.test", "x2@group.test", "x3@group.test"}
+	enqueue(t, c, 0, "alice@example.test", outMessage(group[0], "grouped"), time.Hour, 0, group...)
+	c.WaitFor("every message at the sink", func() bool { return len(c.Sink().Messages()) >= n+1 })
+	waitQueueEmpty(t, c)
+	msgs := c.Sink().Messages()
+	if len(msgs) != n+1 {
+		t.Fatalf("the sink got %d messages, want %d", len(msgs), n+1)
+	}
+	helos := map[string]int{}
+	for _, m := range msgs {
+		helos[m.Helo]++
+	}
+	if len(helos) < 2 {
+		t.Fatalf("every message went out from one node: %v", helos)
+	}
+	if got := c.Sink().MessagesTo(group[0]); len(got) != 1 || strings.Join(got[0].To, ",") != strings.Join(group, ",") {
+		t.Fatalf("the grouped message: %+v", got)
+	}
+}
+
+// A DSN for a sender outside the cluster (a forward's, say) is queued with
+// the null sender and goes out like any message; nothing bounces a DSN.
+func TestOutboundBounceToAnOutsideSender(t *testing.T) {
+	c := outboundCluster(t, 0)
+	withAccounts(t, c, "alice")
+	to, sender := "henry@remote.test", "zed@elsewhere.test"
+	c.Sink().SetReply(to, simnet.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"})
+	enqueue(t, c, 0, sender, outMessage(to, "forwarded"), time.Hour, 0, to)
+	c.WaitFor("the DSN at the sink", func() bool { return len(c.Sink().MessagesTo(sender)) > 0 })
+	waitQueueEmpty(t, c)
+	got := c.Sink().MessagesTo(sender)
+	if len(got) != 1 || got[0].From != "" {
+		t.Fatalf("DSNs to the outside sender: %+v", got)
+	}
+	r, err := dsn.Parse(bytes.NewReader(got[0].Data))
+	if err != nil || r.Recipients[0].FinalRecipient != to || r.Recipients[0].Action != dsn.Failed {
+		t.Fatalf("DSN %+v, %v", r, err)
+	}
+}
