@@ -28,6 +28,8 @@ type Message struct {
 	Recipients []string
 	Accounts   []string
 	Body       replication.Ingested
+	// Hops is the number of Received fields in the header.
+	Hops int
 	// summary is parsed on first use.
 	summary *message.Summary
 }
@@ -60,6 +62,10 @@ type Envelope struct {
 	Size int64
 	// Date is the internal date to store; zero: the commit's time.
 	Date time.Time
+	// Ret, EnvID and UTF8 are the DSN and SMTPUTF8 parameters of MAIL FROM
+	// (RFC 3461, 6531), carried to the queue for outside recipients.
+	Ret, EnvID string
+	UTF8       bool
 }
 
 // Source is how a message arrived.

@@ -29,6 +29,7 @@ type Store interface {
 	MailboxByID(ctx context.Context, account string, id uint64) (state.Mailbox, error)
 	Ingest(ctx context.Context, body io.Reader, maxSize int64) (replication.Ingested, error)
 	CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, date time.Time) (replication.Delivered, error)
+	CommitDeliveryQueued(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, remote []state.QueueTarget, date time.Time) (replication.Delivered, error)
 	CommitAppend(ctx context.Context, account string, mailboxID uint64, b replication.Ingested, flags []string, date time.Time) (state.AppendResult, error)
 }
 
@@ -37,17 +38,21 @@ var _ Store = (*replication.Store)(nil)
 // Config is what a Pipeline is built from.
 type Config struct {
 	Store Store
-	// Checks run in order after the body is stored, before the commit.
+	// Checks run in order after the body is stored, before the commit
+	// (after the loop check every pipeline runs).
 	Checks []Check
-	Logger *slog.Logger
+	// Outbound queues mail for outside addresses; nil refuses it.
+	Outbound *Outbound
+	Logger   *slog.Logger
 }
 
 // Pipeline starts deliveries. Safe for concurrent use; it holds no state
 // of its own beyond its configuration.
 type Pipeline struct {
-	store  Store
-	checks []Check
-	log    *slog.Logger
+	store    Store
+	checks   []Check
+	outbound *Outbound
+	log      *slog.Logger
 }
 
 // New builds a pipeline.
@@ -55,7 +60,8 @@ func New(cfg Config) *Pipeline {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{store: cfg.Store, checks: append([]Check(nil), cfg.Checks...), log: cfg.Logger}
+	checks := append([]Check{HopCheck()}, cfg.Checks...)
+	return &Pipeline{store: cfg.Store, checks: checks, outbound: cfg.Outbound, log: cfg.Logger}
 }
 
 // Delivery is one message on its way in. Its methods are called in order
@@ -66,13 +72,15 @@ type Delivery struct {
 	p   *Pipeline
 	env Envelope
 
-	rcpts    []string // addresses accepted, normalized
-	accounts []string // local accounts, without duplicates
-	mailbox  uint64   // APPEND: the target mailbox (0: none yet)
-	flags    []string // APPEND: its flags
+	rcpts    []string            // addresses accepted, normalized
+	accounts []string            // local accounts, without duplicates
+	remote   []state.QueueTarget // outside recipients, queued with the local copies
+	mailbox  uint64              // APPEND: the target mailbox (0: none yet)
+	flags    []string            // APPEND: its flags
 
 	body    replication.Ingested
 	hasBody bool
+	hops    *hopCounter
 
 	mu    sync.Mutex
 	state int
@@ -132,6 +140,15 @@ func (d *Delivery) Recipients() []string { return append([]string(nil), d.rcpts.
 // Accounts are the local accounts the message goes to, without duplicates.
 func (d *Delivery) Accounts() []string { return append([]string(nil), d.accounts...) }
 
+// Remote are the outside recipients the message is queued for.
+func (d *Delivery) Remote() []string {
+	out := make([]string, len(d.remote))
+	for i, t := range d.remote {
+		out[i] = t.To
+	}
+	return out
+}
+
 func (d *Delivery) open() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -143,11 +160,18 @@ func (d *Delivery) open() error {
 
 // AddRecipient decides where a message for address goes (MX and
 // submission), or refuses the address if the message could not be stored
-// for it in full: unknown, relay, forwarding outside, disabled or full.
-// It first passes the addressing read barrier, so the decision follows
-// every account, alias and forwarding change acknowledged anywhere before
-// the call; if the barrier fails, the error is temporary.
+// for it in full: unknown, relay, disabled or full (and, without an
+// outbound queue, outside or forwarding outside). It first passes the
+// addressing read barrier, so the decision follows every account, alias
+// and forwarding change acknowledged anywhere before the call; if the
+// barrier fails, the error is temporary.
 func (d *Delivery) AddRecipient(ctx context.Context, address string) error {
+	return d.AddRecipientDSN(ctx, address, RecipientDSN{})
+}
+
+// AddRecipientDSN is AddRecipient with the client's DSN request for the
+// recipient (NOTIFY, ORCPT), kept for the copies that leave the cluster.
+func (d *Delivery) AddRecipientDSN(ctx context.Context, address string, dsn RecipientDSN) error {
 	if err := d.open(); err != nil {
 		return err
 	}
@@ -158,60 +182,101 @@ func (d *Delivery) AddRecipient(ctx context.Context, address string) error {
 	if err != nil {
 		return ErrBadRecipient
 	}
-	accounts, err := d.p.resolve(ctx, addr, d.env.Source == SourceSubmission, d.env.Size)
+	r, err := d.p.resolve(ctx, addr, d.env.Source == SourceSubmission, d.env.Size)
 	if err != nil {
 		return err
 	}
+	if len(r.outside) > 0 && d.p.outbound == nil {
+		if r.forwarded {
+			// Storing the local copies and dropping the forward would lose mail.
+			return ErrExternalForward
+		}
+		return ErrOutboundUnavailable
+	}
 	d.rcpts = append(d.rcpts, addr)
-	for _, a := range accounts {
+	for _, a := range r.accounts {
 		if !contains(d.accounts, a) {
 			d.accounts = append(d.accounts, a)
+		}
+	}
+	for _, to := range r.outside {
+		from := d.env.Sender
+		if r.forwarded {
+			from = d.p.forwardSender(ctx, d.env.Sender, addr[strings.LastIndexByte(addr, '@')+1:])
+		}
+		if !d.queued(to, from) {
+			d.remote = append(d.remote, d.target(from, to, dsn))
 		}
 	}
 	return nil
 }
 
-func (p *Pipeline) resolve(ctx context.Context, addr string, authenticated bool, size int64) ([]string, error) {
+// queued reports whether to is already queued with sender from.
+func (d *Delivery) queued(to, from string) bool {
+	for _, t := range d.remote {
+		if t.To == to && t.From == from {
+			return true
+		}
+	}
+	return false
+}
+
+// resolved is where one recipient address leads.
+type resolved struct {
+	accounts []string // local accounts to store a copy in
+	outside  []string // addresses outside the cluster to queue for
+	// forwarded: outside holds forwarding targets (or an SRS bounce),
+	// not the recipient itself.
+	forwarded bool
+}
+
+func (p *Pipeline) resolve(ctx context.Context, addr string, authenticated bool, size int64) (resolved, error) {
 	if err := p.store.AddressingBarrier(ctx); err != nil {
-		return nil, fmt.Errorf("delivery: read barrier: %w", err)
+		return resolved{}, fmt.Errorf("delivery: read barrier: %w", err)
 	}
 	domain := addr[strings.LastIndexByte(addr, '@')+1:]
 	if !p.store.IsLocalDomain(ctx, domain) {
 		if authenticated {
-			return nil, ErrOutboundUnavailable
+			return resolved{outside: []string{addr}}, nil
 		}
-		return nil, ErrRelayDenied
+		return resolved{}, ErrRelayDenied
+	}
+	if orig, ok, err := p.reverseSRS(addr); err != nil {
+		return resolved{}, err
+	} else if ok {
+		// A bounce (or reply) to an address this cluster forwarded from:
+		// it goes back to the original sender, wherever that is.
+		if i := strings.LastIndexByte(orig, '@'); i < 0 || p.store.IsLocalDomain(ctx, orig[i+1:]) {
+			return resolved{}, ErrNoSuchUser
+		}
+		return resolved{outside: []string{orig}, forwarded: true}, nil
 	}
 	res, err := p.store.Resolve(ctx, addr)
 	switch {
 	case errors.Is(err, replication.ErrNoSuchAccount), errors.Is(err, replication.ErrNoSuchDomain): // the domain: deleted meanwhile
-		return nil, ErrNoSuchUser
+		return resolved{}, ErrNoSuchUser
 	case errors.Is(err, replication.ErrInvalidAddress):
-		return nil, ErrBadRecipient
+		return resolved{}, ErrBadRecipient
 	case err != nil:
-		return nil, fmt.Errorf("delivery: resolving %s: %w", addr, err)
+		return resolved{}, fmt.Errorf("delivery: resolving %s: %w", addr, err)
 	}
-	if len(res.External) > 0 {
-		// Storing the local copies and dropping the forward would lose mail.
-		return nil, ErrExternalForward
-	}
-	var out []string
+	out := resolved{outside: res.External, forwarded: len(res.External) > 0}
 	for _, a := range res.Accounts {
 		acct, err := p.store.Account(ctx, a)
 		switch {
 		case errors.Is(err, replication.ErrNoSuchAccount):
 			continue // deleted meanwhile
 		case err != nil:
-			return nil, fmt.Errorf("delivery: reading account %s: %w", a, err)
+			return resolved{}, fmt.Errorf("delivery: reading account %s: %w", a, err)
 		case acct.Disabled:
 			continue
 		case !fits(acct, size) && !p.fitsAfterAll(ctx, a, size):
-			return nil, &MailboxFullError{Address: addr}
+			return resolved{}, &MailboxFullError{Address: addr}
 		}
-		out = append(out, a)
+		out.accounts = append(out.accounts, a)
 	}
-	if len(out) == 0 {
-		return nil, ErrDisabled
+	if len(out.accounts) == 0 && len(out.outside) == 0 {
+		return resolved{}, ErrDisabled
 	}
 	return out, nil
 }
@@ -277,10 +342,11 @@ func (d *Delivery) Body(ctx context.Context, r io.Reader, maxSize int64) error {
 	if err := d.open(); err != nil {
 		return err
 	}
-	if len(d.accounts) == 0 || d.hasBody {
+	if len(d.accounts)+len(d.remote) == 0 || d.hasBody {
 		return ErrBadSequence
 	}
-	cr := &eofHook{r: r, onEOF: func(size int64) error { return d.checkQuotas(ctx, size) }}
+	d.hops = newHopCounter()
+	cr := &eofHook{r: io.TeeReader(r, d.hops), onEOF: func(size int64) error { return d.checkQuotas(ctx, size) }}
 	b, err := d.p.store.Ingest(ctx, cr, maxSize)
 	if err != nil {
 		if cr.err != nil {
@@ -318,6 +384,8 @@ type Result struct {
 	// Delivered is, for MX and submission, the commit's result per
 	// account, in the order of Accounts.
 	Delivered []state.TargetResult
+	// Queued are the queue entries of the outside recipients.
+	Queued []state.QueueID
 }
 
 // Commit runs the checks and then commits the message in one Raft command
@@ -336,6 +404,9 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 	defer d.finish()
 
 	m := &Message{Envelope: d.env, Recipients: d.Recipients(), Accounts: d.Accounts(), Body: d.body}
+	if d.hops != nil {
+		m.Hops = d.hops.hops
+	}
 	for _, c := range d.p.checks {
 		if err := c.Check(ctx, m); err != nil {
 			d.p.log.Info("message refused by a check", "check", c.Name(), "source", d.env.Source.String(), "err", err)
@@ -355,11 +426,17 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 	for i, a := range d.accounts {
 		rcpts[i] = replication.Recipient{Account: a}
 	}
-	dl, err := d.p.store.CommitDelivery(ctx, d.body, rcpts, d.env.Date)
+	var dl replication.Delivered
+	var err error
+	if len(d.remote) > 0 {
+		dl, err = d.p.store.CommitDeliveryQueued(ctx, d.body, rcpts, d.remote, d.env.Date)
+	} else {
+		dl, err = d.p.store.CommitDelivery(ctx, d.body, rcpts, d.env.Date)
+	}
 	if err != nil {
 		return Result{}, err
 	}
-	res.Delivered = dl.Results
+	res.Delivered, res.Queued = dl.Results, dl.Queued
 	return res, d.outcome(dl.Results)
 }
 

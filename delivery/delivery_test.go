@@ -60,8 +60,9 @@ func (r rules) clone() rules {
 }
 
 type fakeDelivery struct {
-	blob  state.BlobID
-	rcpts []replication.Recipient
+	blob   state.BlobID
+	rcpts  []replication.Recipient
+	remote []state.QueueTarget
 }
 
 type fakeAppend struct {
@@ -213,11 +214,15 @@ func (f *fakeStore) Ingest(_ context.Context, body io.Reader, maxSize int64) (re
 	return replication.Ingested{Blob: id, Size: int64(len(data))}, nil
 }
 
-func (f *fakeStore) CommitDelivery(_ context.Context, b replication.Ingested, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
+func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, date time.Time) (replication.Delivered, error) {
+	return f.CommitDeliveryQueued(ctx, b, rcpts, nil, date)
+}
+
+func (f *fakeStore) CommitDeliveryQueued(_ context.Context, b replication.Ingested, rcpts []replication.Recipient, remote []state.QueueTarget, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("commit")
-	f.delivered = append(f.delivered, fakeDelivery{blob: b.Blob, rcpts: rcpts})
+	f.delivered = append(f.delivered, fakeDelivery{blob: b.Blob, rcpts: rcpts, remote: remote})
 	out := replication.Delivered{Blob: b.Blob, Size: b.Size, Results: make([]state.TargetResult, len(rcpts))}
 	for i, r := range rcpts {
 		out.Results[i].Code = f.results[r.Account]

@@ -25,10 +25,11 @@ var (
 	// this cluster's.
 	ErrRelayDenied = errors.New("delivery: not a local domain")
 	// ErrOutboundUnavailable: an authenticated sender wrote to a domain
-	// outside the cluster, and there is no outbound queue yet. Temporary.
+	// outside the cluster, and this pipeline has no outbound queue
+	// (Config.Outbound nil). Temporary.
 	ErrOutboundUnavailable = errors.New("delivery: outbound delivery is not available")
-	// ErrExternalForward: the address forwards outside the cluster (same
-	// reason). Temporary.
+	// ErrExternalForward: the address forwards outside the cluster and
+	// this pipeline has no outbound queue. Temporary.
 	ErrExternalForward = errors.New("delivery: address forwards outside the cluster")
 	// ErrNoSuchUser: no account or alias takes this address.
 	ErrNoSuchUser = errors.New("delivery: no such user")
@@ -63,6 +64,9 @@ type RejectedError struct {
 	Check     string // the check's Name
 	Permanent bool   // refuse for good (SMTP 5xx), else ask to retry
 	Reason    string // for the sender: what was wrong, without secrets
+	// Enhanced is the RFC 3463 status, e.g. "5.4.6"; "" for the default
+	// (5.7.1 or 4.7.1).
+	Enhanced string
 }
 
 func (e *RejectedError) Error() string {

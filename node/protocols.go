@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailcluster/mailcluster/delivery"
+	"github.com/mailcluster/mailcluster/mailauth/srs"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
@@ -192,7 +193,7 @@ func (n *Node) startProtocols(ls clientListeners) error {
 	reg := n.metrics.registry
 	registerLoginMetrics(reg, n.protocols.limiter)
 	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg,
-		pipeline: delivery.New(delivery.Config{Store: n.store, Logger: n.log.With("part", "delivery")})}
+		pipeline: delivery.New(delivery.Config{Store: n.store, Outbound: n.outboundRouting(), Logger: n.log.With("part", "delivery")})}
 	for _, svc := range n.protocols.services {
 		if err := svc.start(deps); err != nil {
 			return fmt.Errorf("%s: %w", svc.name, err)
@@ -227,6 +228,17 @@ func registerLoginMetrics(reg prometheus.Registerer, lim *auth.Limiter) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "mailcluster", Name: "auth_peer_failures_total",
 			Help: "Failed logins other nodes reported through gossip."}, func() float64 { return float64(lim.Observed()) }),
 	)
+}
+
+// outboundRouting is how the pipeline queues mail for outside addresses:
+// expiry and delayed-DSN times from the config, SRS keyed from the
+// cluster secret (every node rewrites and reverses alike).
+func (n *Node) outboundRouting() *delivery.Outbound {
+	return &delivery.Outbound{
+		Expiry:   n.cfg.OutboundExpiry,
+		DelayDSN: max(n.cfg.OutboundDelayDSN, 0),
+		SRS:      srs.New(n.cfg.Secret, nil),
+	}
 }
 
 // stopProtocols closes every client listener and session.

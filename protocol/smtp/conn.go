@@ -94,6 +94,8 @@ type conn struct {
 	peerGone     bool   // the client closed its end (EOF or reset seen)
 	pushback     []byte // read by peerClosed, not yet passed on
 	messages     int
+	replied      []func() // run once the next reply is written, or at close
+	closed       bool     // Close ran: afterReply runs its fn at once
 }
 
 func newConn(raw net.Conn, srv *Server, m mode, release func()) *conn {
@@ -263,8 +265,42 @@ func (c *conn) peerClosed() bool {
 	return false
 }
 
-func (c *conn) Close() error {
+// Write sends a reply; then it runs what waited for it (afterReply).
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.runReplied()
+	return n, err
+}
+
+// afterReply runs fn once the reply to the command being handled has been
+// written (go-smtp writes it after the handler returns), or when the
+// connection closes without one. A stopping server waits for a delivery's
+// reply this way before it closes the connection under it.
+func (c *conn) afterReply(fn func()) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		fn()
+		return
+	}
+	c.replied = append(c.replied, fn)
+	c.mu.Unlock()
+}
+
+func (c *conn) runReplied() {
+	c.mu.Lock()
+	fns := c.replied
+	c.replied = nil
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+func (c *conn) Close() error {
+	defer c.runReplied()
+	c.mu.Lock()
+	c.closed = true
 	linger := c.closeNow && !c.peerGone
 	c.mu.Unlock()
 	if linger {

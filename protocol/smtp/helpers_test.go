@@ -40,7 +40,8 @@ type fakeStore struct {
 	barrierErr error
 	// afterRead runs after the body is read, before the "commit".
 	afterRead func()
-	hang      bool // wait for the context instead of committing
+	hang      bool                // wait for the context instead of committing
+	queued    []state.QueueTarget // outside recipients committed
 	// gate, if set, holds the "commit" until it is closed; canceled while
 	// held, the commit's outcome is unknown (it was proposed).
 	gate chan struct{}
@@ -199,6 +200,13 @@ func (f *fakeStore) Ingest(ctx context.Context, body io.Reader, maxSize int64) (
 	return replication.Ingested{Blob: id, Size: int64(len(data))}, nil
 }
 
+func (f *fakeStore) CommitDeliveryQueued(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, remote []state.QueueTarget, date time.Time) (replication.Delivered, error) {
+	f.mu.Lock()
+	f.queued = append(f.queued, remote...)
+	f.mu.Unlock()
+	return f.CommitDelivery(ctx, b, rcpts, date)
+}
+
 func (f *fakeStore) CommitDelivery(ctx context.Context, b replication.Ingested, rcpts []replication.Recipient, _ time.Time) (replication.Delivered, error) {
 	f.mu.Lock()
 	afterRead, hang, gate := f.afterRead, f.hang, f.gate
@@ -278,6 +286,16 @@ type serverOpts struct {
 	// checks, if set, gives the checks the delivery pipeline runs before
 	// the commit.
 	checks func(*fakeStore) []delivery.Check
+	// outbound gives the pipeline an outbound queue (outside recipients
+	// of submissions are queued; without it they are refused).
+	outbound bool
+}
+
+func (so serverOpts) outboundConfig() *delivery.Outbound {
+	if !so.outbound {
+		return nil
+	}
+	return &delivery.Outbound{Expiry: time.Hour}
 }
 
 func startServer(t *testing.T, so serverOpts) *testServer {
@@ -293,7 +311,7 @@ func startServer(t *testing.T, so serverOpts) *testServer {
 		TLS:      serverTLS,
 		Limiter:  auth.NewLimiter(auth.LimiterOptions{FailDelay: time.Millisecond, IPFailures: 3}),
 		Options:  so.options,
-		Pipeline: delivery.New(delivery.Config{Store: store, Checks: checks}),
+		Pipeline: delivery.New(delivery.Config{Store: store, Checks: checks, Outbound: so.outboundConfig()}),
 	}, store)
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,15 @@ func refuse(reason string, code int, enh gosmtp.EnhancedCode, msg string) *refus
 
 func enh(a, b, c int) gosmtp.EnhancedCode { return gosmtp.EnhancedCode{a, b, c} }
 
+// parseEnhanced reads an RFC 3463 status such as "5.4.6".
+func parseEnhanced(s string) (gosmtp.EnhancedCode, bool) {
+	var e gosmtp.EnhancedCode
+	if n, err := fmt.Sscanf(s, "%d.%d.%d", &e[0], &e[1], &e[2]); n != 3 || err != nil || (e[0] != 4 && e[0] != 5) {
+		return e, false
+	}
+	return e, true
+}
+
 // Transaction and session replies.
 var (
 	replyAuthRequired = refuse("auth_required", 530, enh(5, 7, 0),
@@ -134,6 +143,15 @@ func (s *Server) decisionReply(err error, addr string) *refusal {
 	case errors.As(err, &full):
 		return replyMailboxFull(s.opts.QuotaPermanent, full.Address)
 	case errors.As(err, &rej):
+		if rej.Enhanced != "" {
+			if e, ok := parseEnhanced(rej.Enhanced); ok {
+				code := 554
+				if e[0] == 4 {
+					code = 451
+				}
+				return refuse("rejected_"+rej.Check, code, e, "Message refused: "+rej.Reason)
+			}
+		}
 		if rej.Permanent {
 			return refuse("rejected_"+rej.Check, 550, enh(5, 7, 1), "Message refused: "+rej.Reason)
 		}

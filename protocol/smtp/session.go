@@ -19,6 +19,7 @@ import (
 	"github.com/mailcluster/mailcluster/delivery"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/replication"
+	"github.com/mailcluster/mailcluster/replication/state"
 )
 
 // session is one go-smtp session: from EHLO to the next EHLO, STARTTLS or
@@ -177,6 +178,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	}
 	if opts != nil {
 		env.Size = opts.Size
+		env.Ret, env.EnvID, env.UTF8 = string(opts.Return), opts.EnvelopeID, opts.UTF8
 	}
 	ctx, cancel := s.lookupCtx()
 	defer cancel()
@@ -195,7 +197,7 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 
 // Rcpt hands the address to the delivery, which resolves it at once
 // (after a read barrier) and refuses what cannot be stored in full.
-func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	s.mu.Lock()
 	txn := s.txn
 	s.mu.Unlock()
@@ -207,7 +209,7 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	ctx, cancel := s.lookupCtx()
 	defer cancel()
-	if err := txn.d.AddRecipient(ctx, to); err != nil {
+	if err := txn.d.AddRecipientDSN(ctx, to, recipientDSN(opts)); err != nil {
 		r := s.srv.envelopeReply(err, to)
 		s.srv.log.Debug("recipient refused", "session", s.conn.id, "rcpt", to, "reason", r.reason)
 		return s.fail("rcpt", r)
@@ -220,6 +222,34 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	s.txn.rcpts = rcpts
 	return nil
+}
+
+// recipientDSN is the DSN request of one RCPT (RFC 3461 NOTIFY and ORCPT).
+func recipientDSN(opts *gosmtp.RcptOptions) delivery.RecipientDSN {
+	var dsn delivery.RecipientDSN
+	if opts == nil {
+		return dsn
+	}
+	for _, n := range opts.Notify {
+		switch n {
+		case gosmtp.DSNNotifyNever:
+			dsn.Notify |= state.NotifyNever
+		case gosmtp.DSNNotifySuccess:
+			dsn.Notify |= state.NotifySuccess
+		case gosmtp.DSNNotifyFailure:
+			dsn.Notify |= state.NotifyFailure
+		case gosmtp.DSNNotifyDelayed:
+			dsn.Notify |= state.NotifyDelay
+		}
+	}
+	if opts.OriginalRecipient != "" {
+		typ := string(opts.OriginalRecipientType)
+		if typ == "" {
+			typ = "rfc822"
+		}
+		dsn.ORCPT = typ + ";" + opts.OriginalRecipient
+	}
+	return dsn
 }
 
 // ---- RSET / end ----------------------------------------------------------
@@ -272,7 +302,9 @@ func (s *session) Data(r io.Reader) error {
 	if !s.srv.begin() {
 		return replyShuttingDown.reply
 	}
-	defer s.srv.inflight.Done()
+	// Done once the reply is out: Close waits for it before closing
+	// the connection under it.
+	defer s.conn.afterReply(s.srv.inflight.Done)
 
 	received := time.Now()
 	id := s.conn.nextMessageID()
