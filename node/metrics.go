@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -52,6 +53,19 @@ func newMetrics(n *Node) *metrics {
 	gauge("blobs_held", "Message bodies stored on this node.", func() float64 { return float64(n.bodies.Stats().Held) })
 	gauge("blobs_under_replicated", "Bodies this node is first in placement for that have fewer than R copies (last repair pass).", func() float64 {
 		return float64(n.bodies.Stats().UnderReplicated)
+	})
+	// The outbound queue, from this node's state (it trails the leader by
+	// the replication delay).
+	gauge("queue_entries", "Outbound queue entries: recipients outside the cluster not yet delivered, failed or removed.", func() float64 {
+		st, _ := n.store.QueueStats(context.Background())
+		return float64(st.Len)
+	})
+	gauge("queue_oldest_age_seconds", "Age of the oldest outbound queue entry, seconds since it was accepted (0 when the queue is empty).", func() float64 {
+		st, _ := n.store.QueueStats(context.Background())
+		if st.OldestCreated == 0 {
+			return 0
+		}
+		return max(time.Since(time.Unix(0, st.OldestCreated)).Seconds(), 0)
 	})
 	counter := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "mailcluster", Name: name, Help: help}, f))
