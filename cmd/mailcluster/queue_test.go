@@ -269,4 +269,31 @@ func TestQueueCommandsEndToEnd(t *testing.T) {
 	}
 	gauge("mailcluster_queue_entries", func(v float64) bool { return v == 0 }, "is 0 again")
 	gauge("mailcluster_queue_oldest_age_seconds", func(v float64) bool { return v == 0 }, "is 0 again")
+
+	// A long queue: retry --all and a delete of every ID go in several
+	// commands of bounded size, and each entry is acted on once.
+	many := make([]state.QueueTarget, 1001)
+	for i := range many {
+		many[i] = state.QueueTarget{From: "alice@example.test", To: "r" + strconv.Itoa(i) + "@remote.test", Expires: expires.UnixNano()}
+	}
+	manyIDs := enqueue(many...)
+	var res api.QueueActionResult
+	if err := json.Unmarshal([]byte(admin(0, "queue", "retry", "--all", "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changed) != len(manyIDs) || len(res.Gone) != 0 || res.Changed[1000] != manyIDs[1000].String() {
+		t.Fatalf("retry --all of %d entries: %d changed, %d gone", len(manyIDs), len(res.Changed), len(res.Gone))
+	}
+	var names []string
+	for _, id := range manyIDs {
+		names = append(names, id.String())
+	}
+	names = append(names, manyIDs[0].String()) // a repeat counts once
+	out, err := (&api.Client{BaseURL: "http://" + addr, Token: testToken}).QueueAction(ctx, api.QueueDelete, api.QueueActionRequest{IDs: names})
+	if err != nil || len(out.Changed) != len(manyIDs) {
+		t.Fatalf("delete of %d entries: %d changed, %v", len(manyIDs), len(out.Changed), err)
+	}
+	if l := list(); len(l.Entries) != 0 {
+		t.Fatalf("%d entries left", len(l.Entries))
+	}
 }

@@ -73,6 +73,9 @@ func parseQueueIDs(ss []string) ([]state.QueueID, error) {
 	return out, nil
 }
 
+// queueActionBatch bounds the IDs of one QueueAdmin command.
+const queueActionBatch = 1000
+
 // queueRoutes returns the routes of the outbound queue.
 func queueRoutes(q Queue) map[string]http.HandlerFunc {
 	action := func(op string) http.HandlerFunc {
@@ -126,15 +129,22 @@ func queueRoutes(q Queue) map[string]http.HandlerFunc {
 				WriteJSON(w, http.StatusOK, res)
 				return
 			}
-			changed, err := q.QueueAdmin(r.Context(), op, ids)
-			if err != nil {
-				writeStoreError(w, err)
-				return
-			}
-			done := make(map[state.QueueID]bool, len(changed))
-			for _, id := range changed {
-				done[id] = true
-				res.Changed = append(res.Changed, id.String())
+			// In commands of a bounded size: a retry --all of a long queue
+			// must not become one huge log entry.
+			done := make(map[state.QueueID]bool, len(ids))
+			for start := 0; start < len(ids); start += queueActionBatch {
+				changed, err := q.QueueAdmin(r.Context(), op, ids[start:min(start+queueActionBatch, len(ids))])
+				if err != nil {
+					if start > 0 {
+						err = fmt.Errorf("%w (the first %d of the %d entries were done before it; queue list shows the rest)", err, start, len(ids))
+					}
+					writeStoreError(w, err)
+					return
+				}
+				for _, id := range changed {
+					done[id] = true
+					res.Changed = append(res.Changed, id.String())
+				}
 			}
 			for _, id := range ids {
 				if !done[id] {
