@@ -218,3 +218,32 @@ func (c *Client) RetireDKIM(ctx context.Context, domain string, r DKIMRetireRequ
 	err := c.Do(ctx, http.MethodPost, "/api/domains/"+esc(domain)+"/dkim/retire", r, &out)
 	return out, err
 }
+
+// Queue is GET /api/queue: every outbound queue entry, oldest first.
+func (c *Client) Queue(ctx context.Context) (QueueListing, error) {
+	var l QueueListing
+	err := c.Do(ctx, http.MethodGet, "/api/queue", nil, &l)
+	return l, err
+}
+
+// QueueEntry is GET /api/queue/{id}.
+func (c *Client) QueueEntry(ctx context.Context, id string) (QueueEntryDetail, error) {
+	var e QueueEntryDetail
+	err := c.Do(ctx, http.MethodGet, "/api/queue/"+esc(id), nil, &e)
+	return e, err
+}
+
+// Queue actions, the op of QueueAction.
+const (
+	QueueRetry  = "retry"  // attempt again now
+	QueueBounce = "bounce" // fail for good now, with a DSN to the sender
+	QueueDelete = "delete" // remove without a DSN
+)
+
+// QueueAction is POST /api/queue/{op} (QueueRetry, QueueBounce,
+// QueueDelete).
+func (c *Client) QueueAction(ctx context.Context, op string, r QueueActionRequest) (QueueActionResult, error) {
+	var out QueueActionResult
+	err := c.Do(ctx, http.MethodPost, "/api/queue/"+esc(op), r, &out)
+	return out, err
+}

@@ -162,3 +162,73 @@ type DKIMRetireRequest struct {
 type DKIMRetired struct {
 	Retired []string `json:"retired"`
 }
+
+// QueueEntryInfo is one entry of the outbound queue: one recipient outside
+// the cluster of one accepted message, as GET /api/queue and
+// GET /api/queue/{id} show it. Times on the queue (NextAttempt, LeaseUntil)
+// are on the queue clock, which the leader advances: compare them with
+// QueueListing.Now (or QueueEntryDetail.Now), not with a local clock.
+type QueueEntryInfo struct {
+	ID      string `json:"id"`                // "<index>.<n>": what queue show/retry/bounce/delete take
+	From    string `json:"from"`              // envelope sender; "" is the null sender (a DSN)
+	To      string `json:"to"`                // the outside recipient
+	Account string `json:"account,omitempty"` // the submitting account; "" for a forward or a DSN
+	Size    int64  `json:"size"`
+	Blob    string `json:"blob"` // the stored body (SHA-256, hex)
+	UTF8    bool   `json:"smtputf8,omitempty"`
+	// DSN parameters of the submission (RFC 3461): ORCPT, NOTIFY (never,
+	// success, failure, delay; none given: failure and delay), RET, ENVID.
+	ORCPT  string   `json:"orcpt,omitempty"`
+	Notify []string `json:"notify,omitempty"`
+	Ret    string   `json:"ret,omitempty"`
+	EnvID  string   `json:"envid,omitempty"`
+
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires,omitzero"`      // past it the entry fails for good
+	DelayDSNAt  time.Time `json:"delay_dsn_at,omitzero"` // a "delayed" DSN once an attempt fails after it
+	DelaySent   bool      `json:"delay_dsn_sent,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"` // zero: at once
+	Attempts    int       `json:"attempts"`
+	LastReply   string    `json:"last_reply,omitempty"` // the remote's reply to the last attempt, or a local reason
+	LastHost    string    `json:"last_host,omitempty"`
+	// The lease of the node attempting it (or that last did): Leased is
+	// true while it runs (LeaseUntil is after the queue clock).
+	HeldBy     string    `json:"held_by,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	LeaseToken uint64    `json:"lease_token,omitempty"`
+	Leased     bool      `json:"leased,omitempty"`
+	// BounceRequested: an operator ran queue bounce; the next attempt
+	// fails it with a DSN instead of sending.
+	BounceRequested bool `json:"bounce_requested,omitempty"`
+}
+
+// QueueListing is the answer of GET /api/queue: every entry, oldest first.
+type QueueListing struct {
+	// Now is the queue clock (zero before the leader first advanced it).
+	Now     time.Time        `json:"now,omitzero"`
+	Entries []QueueEntryInfo `json:"entries"`
+}
+
+// QueueEntryDetail is the answer of GET /api/queue/{id}.
+type QueueEntryDetail struct {
+	QueueEntryInfo
+	Now time.Time `json:"now,omitzero"` // the queue clock
+}
+
+// QueueActionRequest names the entries of POST /api/queue/retry,
+// /api/queue/bounce or /api/queue/delete. All (retry only, and then no IDs)
+// takes every entry.
+type QueueActionRequest struct {
+	IDs []string `json:"ids,omitempty"`
+	All bool     `json:"all,omitempty"`
+}
+
+// QueueActionResult answers a queue action. Changed: the entries it
+// applied to; Gone: named entries that left the queue (delivered, failed)
+// between the request's check and the action. An unknown or malformed ID
+// refuses the whole request (404, 400) before anything changes.
+type QueueActionResult struct {
+	Op      string   `json:"op"`
+	Changed []string `json:"changed"`
+	Gone    []string `json:"gone,omitempty"`
+}

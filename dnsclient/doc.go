@@ -1,7 +1,7 @@
 // Package dnsclient is the one DNS resolver a node uses: a stub resolver
 // that asks the servers named in the node's dns_servers setting, and
 // nothing else. It answers the lookups mail delivery needs (MX, A/AAAA,
-// TXT, TLSA with the resolver's DNSSEC verdict, PTR) and sorts their
+// TXT, TLSA with the resolver's DNSSEC verdict, PTR, SRV) and sorts their
 // failures into "no such record" (ErrNotFound) and "try again later"
 // (ErrTemporary).
 //

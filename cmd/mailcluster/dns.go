@@ -14,9 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/dnsclient"
 )
 
 // defaultTTL is the TTL of the printed records (seconds).
@@ -54,7 +53,7 @@ func (o *dnsOptions) register(fs *flag.FlagSet, verb string) {
 	case "records":
 		fs.BoolVar(&o.policyOnly, "mta-sts-policy", false, "print only the MTA-STS policy file (to serve at https://mta-sts.<domain>/.well-known/mta-sts.txt)")
 	case "check":
-		fs.StringVar(&o.servers, "dns", "", "the DNS servers to ask, host:port, comma-separated (default: those of /etc/resolv.conf)")
+		fs.StringVar(&o.servers, "dns", "", "the DNS servers to ask, host:port, comma-separated (default: with --dev the dev cluster's DNS, else those of /etc/resolv.conf)")
 	}
 }
 
@@ -228,24 +227,22 @@ func cmdDNS(args []string, stdout, stderr io.Writer) error {
 				}
 				return nil
 			}},
-		"check": {usage: "<domain> [--dns host:port,…] (and the flags of dns records)",
+		"check": {usage: "<domain> [--dns host:port,… | --dev DIR] (and the flags of dns records)",
 			help: "ask the resolver for each record dns records prints and say which are missing or differ", args: 1,
 			run: func(ctx context.Context, c *adminClient, af *adminFlags, fs *flag.FlagSet, out io.Writer) error {
 				rs, err := load(ctx, c, strings.ToLower(fs.Arg(0)))
 				if err != nil {
 					return err
 				}
-				servers := splitList(o.servers)
-				if len(servers) == 0 {
-					conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-					if err != nil {
-						return fmt.Errorf("no --dns given and no resolver in /etc/resolv.conf: %w", err)
-					}
-					for _, s := range conf.Servers {
-						servers = append(servers, net.JoinHostPort(s, conf.Port))
-					}
+				servers, err := checkServers(o.servers, af.dev)
+				if err != nil {
+					return err
 				}
-				results := checkRecords(ctx, rs, miekgLookup(servers, 5*time.Second))
+				resolver, err := dnsclient.New(servers, 5*time.Second)
+				if err != nil {
+					return err
+				}
+				results := checkRecords(ctx, rs, resolverLookup(resolver))
 				if af.json {
 					if err := printJSON(out, results); err != nil {
 						return err
@@ -280,73 +277,86 @@ type checkResult struct {
 	Detail string   `json:"detail,omitempty"`
 }
 
-// dnsLookup answers one question with the records' values in
-// presentation form (MX "10 host.", SRV "0 1 993 host.", TXT the strings
-// joined); none and no error for NXDOMAIN or no data. It is the one seam
-// between dns check and a resolver: miekgLookup until the project's
-// resolver package is wired in.
-type dnsLookup func(ctx context.Context, name string, qtype uint16) ([]string, error)
+// dnsLookup answers one question (typ MX, TXT or SRV) with the records'
+// values in presentation form (MX "10 host.", SRV "0 1 993 host.", TXT the
+// strings joined); none and no error for NXDOMAIN or no data. It is the
+// one seam between dns check and a resolver.
+type dnsLookup func(ctx context.Context, name, typ string) ([]string, error)
 
-// miekgLookup asks servers in turn (UDP, then TCP when truncated).
-func miekgLookup(servers []string, timeout time.Duration) dnsLookup {
-	return func(ctx context.Context, name string, qtype uint16) ([]string, error) {
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(name), qtype)
-		m.SetEdns0(4096, false) // an RSA key record does not fit in 512 bytes
-		var lastErr error = errors.New("no DNS server")
-		for _, srv := range servers {
-			in, _, err := (&dns.Client{Net: "udp", Timeout: timeout}).ExchangeContext(ctx, m, srv)
-			if err == nil && in.Truncated {
-				in, _, err = (&dns.Client{Net: "tcp", Timeout: timeout}).ExchangeContext(ctx, m, srv)
-			}
-			if err != nil {
-				lastErr = fmt.Errorf("%s: %w", srv, err)
-				continue
-			}
-			switch in.Rcode {
-			case dns.RcodeNameError:
-				return nil, nil
-			case dns.RcodeSuccess:
-			default:
-				lastErr = fmt.Errorf("%s answered %s", srv, dns.RcodeToString[in.Rcode])
-				continue
-			}
-			var out []string
-			for _, rr := range in.Answer {
-				switch v := rr.(type) {
-				case *dns.MX:
-					if qtype == dns.TypeMX {
-						out = append(out, fmt.Sprintf("%d %s", v.Preference, strings.ToLower(v.Mx)))
-					}
-				case *dns.TXT:
-					if qtype == dns.TypeTXT {
-						out = append(out, strings.Join(v.Txt, ""))
-					}
-				case *dns.SRV:
-					if qtype == dns.TypeSRV {
-						out = append(out, fmt.Sprintf("%d %d %d %s", v.Priority, v.Weight, v.Port, strings.ToLower(v.Target)))
-					}
+// resolverLookup asks the project's resolver (package dnsclient), which
+// asks only the servers it was given.
+func resolverLookup(r *dnsclient.Resolver) dnsLookup {
+	fq := func(host string) string {
+		if host == "." {
+			return host
+		}
+		return strings.ToLower(host) + "."
+	}
+	return func(ctx context.Context, name, typ string) ([]string, error) {
+		var out []string
+		var err error
+		switch typ {
+		case "MX":
+			var mx []dnsclient.MX
+			if mx, err = r.LookupMX(ctx, name); err == nil {
+				for _, m := range mx {
+					out = append(out, fmt.Sprintf("%d %s", m.Pref, fq(m.Host)))
 				}
 			}
-			return out, nil
+		case "TXT":
+			out, err = r.LookupTXT(ctx, name)
+		case "SRV":
+			var srv []dnsclient.SRV
+			if srv, err = r.LookupSRV(ctx, name); err == nil {
+				for _, v := range srv {
+					out = append(out, fmt.Sprintf("%d %d %d %s", v.Priority, v.Weight, v.Port, fq(v.Target)))
+				}
+			}
+		default:
+			return nil, fmt.Errorf("dns check cannot ask for %s records", typ)
 		}
-		return nil, lastErr
+		if errors.Is(err, dnsclient.ErrNotFound) {
+			return nil, nil
+		}
+		return out, err
 	}
+}
+
+// checkServers picks the resolvers dns check asks: --dns, else the dev
+// cluster's DNS (cluster.json's "dns", with --dev), else the system's.
+func checkServers(flagServers, devDir string) ([]string, error) {
+	if servers := splitList(flagServers); len(servers) > 0 {
+		return servers, nil
+	}
+	if devDir != "" {
+		info, err := readClusterInfo(devDir)
+		if err != nil {
+			return nil, err
+		}
+		if info.DNS == "" {
+			return nil, fmt.Errorf("the dev cluster in %s names no DNS server in cluster.json (started by an older mailcluster dev?): give --dns", devDir)
+		}
+		return []string{info.DNS}, nil
+	}
+	servers, err := dnsclient.SystemServers()
+	if err != nil {
+		return nil, fmt.Errorf("no --dns given and %w", err)
+	}
+	return servers, nil
 }
 
 // checkRecords compares each wanted record with what lookup answers.
 func checkRecords(ctx context.Context, want []zoneRecord, lookup dnsLookup) []checkResult {
 	type question struct {
-		name  string
-		qtype uint16
+		name, typ string
 	}
 	answers := map[question][]string{}
 	errs := map[question]error{}
 	var out []checkResult
 	for _, r := range want {
-		q := question{strings.ToLower(r.Name), dns.StringToType[r.Type]}
+		q := question{strings.ToLower(r.Name), r.Type}
 		if _, asked := answers[q]; !asked && errs[q] == nil {
-			have, err := lookup(ctx, q.name, q.qtype)
+			have, err := lookup(ctx, q.name, q.typ)
 			if err != nil {
 				errs[q] = err
 			} else {

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/mailauth/dkim"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
@@ -227,6 +230,19 @@ func TestDKIMAndDNSCommands(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+	// --dev DIR: the node, the token and the resolver all come from a dev
+	// cluster's cluster.json (its "dns" is the dev cluster's DNS server).
+	z.set(rrs)
+	devDir := t.TempDir()
+	writeClusterJSON(t, devDir, clusterInfo{AdminToken: testToken, DNS: z.addr, Nodes: []nodeInfo{{ID: "node1", HTTP: addr}}})
+	code, devOut, devErr := cli(append([]string{"dns", "check", "example.test", "--dev", devDir}, flags...)...)
+	if code != 0 || !strings.Contains(devOut, "all 14 records are published") {
+		t.Fatalf("dns check --dev: exit %d: %s%s", code, devOut, devErr)
+	}
+	writeClusterJSON(t, devDir, clusterInfo{AdminToken: testToken, Nodes: []nodeInfo{{ID: "node1", HTTP: addr}}})
+	if code, _, devErr := cli("dns", "check", "example.test", "--dev", devDir); code != 1 || !strings.Contains(devErr, "names no DNS server") {
+		t.Fatalf("dns check --dev without a dns in cluster.json: exit %d: %s", code, devErr)
+	}
 
 	// Mail signed with the store's keys verifies against the published
 	// records, looked up through the loopback resolver.
@@ -239,9 +255,13 @@ func TestDKIMAndDNSCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lookup := miekgLookup([]string{z.addr}, 5*time.Second)
+	resolver, err := dnsclient.New([]string{z.addr}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := resolverLookup(resolver)
 	vs, err := msgdkim.VerifyWithOptions(strings.NewReader(string(sig)+msg), &msgdkim.VerifyOptions{
-		LookupTXT: func(name string) ([]string, error) { return lookup(context.Background(), name, dns.TypeTXT) },
+		LookupTXT: func(name string) ([]string, error) { return lookup(context.Background(), name, "TXT") },
 	})
 	if err != nil || len(vs) != 2 {
 		t.Fatalf("verify: %d %v", len(vs), err)
@@ -271,5 +291,17 @@ func TestDKIMAndDNSCommands(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// writeClusterJSON writes a dev cluster's cluster.json into dir.
+func writeClusterJSON(t *testing.T, dir string, info clusterInfo) {
+	t.Helper()
+	b, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cluster.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

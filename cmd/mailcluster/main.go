@@ -27,6 +27,7 @@ usage: mailcluster <command> [flags]
   alias    add | del | list — addresses that deliver elsewhere
   dkim     list | rotate | retire — the domains' DKIM signing keys
   dns      records | check — the DNS records a domain needs, and whether they are published
+  queue    list | show | retry | bounce | delete — mail waiting to go to the outside
   version  print the version
 
 Admin commands reach a node with --addr host:port and --token (or MAILCLUSTER_ADDR and
@@ -52,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"alias":  cmdAlias,
 		"dkim":   cmdDKIM,
 		"dns":    cmdDNS,
+		"queue":  cmdQueue,
 	}
 	name, rest := args[0], args[1:]
 	switch name {

@@ -39,6 +39,8 @@ type Admin interface {
 	DKIMKeys(ctx context.Context, domain string) ([]replication.DKIMKey, error)
 	RotateDKIM(ctx context.Context, domain string) ([]replication.DKIMKey, error)
 	RetireDKIM(ctx context.Context, domain, selector string) ([]string, error)
+	// The outbound queue (queue.go).
+	Queue
 }
 
 func dkimKeyInfos(domain string, ks []replication.DKIMKey) []api.DKIMKeyInfo {
@@ -63,7 +65,7 @@ func userInfo(a state.Account) api.UserInfo {
 // adminRoutes returns the admin API's routes over the store.
 func adminRoutes(a Admin) map[string]http.HandlerFunc {
 	type h = http.HandlerFunc
-	return map[string]http.HandlerFunc{
+	routes := map[string]http.HandlerFunc{
 		"GET /api/domains": h(func(w http.ResponseWriter, r *http.Request) {
 			if !consistent(w, r, a) {
 				return
@@ -240,6 +242,10 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			done(w, a.DeleteAlias(r.Context(), r.PathValue("address")), http.StatusOK)
 		}),
 	}
+	for pattern, h := range queueRoutes(a) {
+		routes[pattern] = h
+	}
+	return routes
 }
 
 // consistent passes a read barrier before a read, answering 503 when this
@@ -297,7 +303,7 @@ func writeStoreError(w http.ResponseWriter, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, replication.ErrLastDKIMKey):
 		status = http.StatusConflict
-	case errors.Is(err, replication.ErrNoSuchDomain), errors.Is(err, replication.ErrNoSuchAccount),
+	case errors.Is(err, replication.ErrNoSuchDomain), errors.Is(err, replication.ErrNoSuchAccount), errors.Is(err, replication.ErrNoSuchQueueEntry),
 		errors.Is(err, replication.ErrNoSuchAlias), errors.Is(err, replication.ErrNoSuchMailbox):
 		status = http.StatusNotFound
 	case errors.Is(err, replication.ErrDomainExists), errors.Is(err, replication.ErrAccountExists),
