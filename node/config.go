@@ -151,12 +151,6 @@ type Config struct {
 	// MaxMailboxesPerAccount limits each account's mailboxes (0: 1,000,
 	// replication.DefaultMaxMailboxesPerAccount; below 0: no limit).
 	MaxMailboxesPerAccount int
-	// OutboundExpiry: a queued outside recipient that could not be
-	// delivered for this long fails for good, with a DSN (default 5 days).
-	// OutboundDelayDSN: after this a failed attempt sends one "delayed"
-	// DSN (default 4 hours; below 0: never).
-	OutboundExpiry   time.Duration
-	OutboundDelayDSN time.Duration
 	// Blob maintenance: repair brings bodies back to R copies, scrub
 	// re-verifies stored copies, GC deletes unreferenced ones after GCGrace.
 	RepairInterval time.Duration
@@ -262,12 +256,6 @@ func (c *Config) validate() error {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = time.Hour
-	}
-	if c.OutboundExpiry <= 0 {
-		c.OutboundExpiry = 5 * 24 * time.Hour
-	}
-	if c.OutboundDelayDSN == 0 {
-		c.OutboundDelayDSN = 4 * time.Hour
 	}
 	if c.Hostname == "" {
 		c.Hostname = c.NodeID

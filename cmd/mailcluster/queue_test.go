@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 	"github.com/mailcluster/mailcluster/test/cluster"
@@ -43,7 +44,8 @@ func metricValue(t *testing.T, addr, name string) (float64, bool) {
 // through the leader a moment before). No worker runs in these tests:
 // entries change only by what the test and the commands do.
 func TestQueueCommandsEndToEnd(t *testing.T) {
-	c := cluster.New(t, cluster.Options{})
+	// No worker: the test claims and acts on the entries itself.
+	c := cluster.New(t, cluster.Options{Configure: func(_ int, cfg *node.Config) { cfg.OutboundOff = true }})
 	ctx := context.Background()
 	leader := c.Leader()
 	s := c.Node(leader).Store()
