@@ -92,6 +92,17 @@ func (s *Store) DKIMSigningKeys(ctx context.Context, domain string) ([]dkim.Key,
 // RSA-2048, selectors "mc<date><letter>e" and "…r") and commits them. The
 // older keys keep signing until RetireDKIM. Returns the new keys.
 func (s *Store) RotateDKIM(ctx context.Context, domain string) ([]DKIMKey, error) {
+	return s.addDKIMPair(ctx, domain, false)
+}
+
+// FirstDKIMKeys gives domain its first pair of keys, unless it has keys
+// already (whoever proposed them: see state.SetDKIMKeys.IfNone).
+func (s *Store) FirstDKIMKeys(ctx context.Context, domain string) error {
+	_, err := s.addDKIMPair(ctx, domain, true)
+	return err
+}
+
+func (s *Store) addDKIMPair(ctx context.Context, domain string, ifNone bool) ([]DKIMKey, error) {
 	name, err := state.NormalizeDomain(domain)
 	if err != nil {
 		return nil, ErrNoSuchDomain
@@ -117,7 +128,10 @@ func (s *Store) RotateDKIM(ctx context.Context, domain string) ([]DKIMKey, error
 		if err != nil {
 			return nil, err
 		}
-		cmd := state.SetDKIMKeys{Time: now.UnixNano(), Domain: name}
+		if ifNone && len(have) > 0 {
+			return nil, nil
+		}
+		cmd := state.SetDKIMKeys{Time: now.UnixNano(), Domain: name, IfNone: ifNone}
 		for _, k := range pair {
 			cmd.Keys = append(cmd.Keys, state.DKIMKey{Selector: k.Selector, Algorithm: k.Algorithm, Private: state.PrivateKey(k.Private), Created: now.UnixNano()})
 		}
@@ -230,7 +244,7 @@ func (s *Store) EnsureDKIMKeys(ctx context.Context) (int, error) {
 		if len(keys) > 0 {
 			continue
 		}
-		if _, err := s.RotateDKIM(ctx, d.Name); err != nil {
+		if err := s.FirstDKIMKeys(ctx, d.Name); err != nil {
 			if errors.Is(err, ErrNoSuchDomain) {
 				continue // deleted meanwhile
 			}

@@ -38,6 +38,7 @@ type Admin interface {
 	// DKIM keys: the answers carry public halves only.
 	DKIMKeys(ctx context.Context, domain string) ([]replication.DKIMKey, error)
 	RotateDKIM(ctx context.Context, domain string) ([]replication.DKIMKey, error)
+	FirstDKIMKeys(ctx context.Context, domain string) error
 	RetireDKIM(ctx context.Context, domain, selector string) ([]string, error)
 	// The outbound queue (queue.go).
 	Queue
@@ -93,7 +94,7 @@ func adminRoutes(a Admin) map[string]http.HandlerFunc {
 			// Every domain signs its outgoing mail: its first DKIM keys
 			// are made with it (a leader task makes them later if this
 			// fails).
-			if _, err := a.RotateDKIM(r.Context(), req.Name); err != nil {
+			if err := a.FirstDKIMKeys(r.Context(), req.Name); err != nil {
 				writeStoreError(w, fmt.Errorf("domain %s added, but its DKIM keys were not made (mailcluster dkim rotate %s makes them): %w", req.Name, req.Name, err))
 				return
 			}

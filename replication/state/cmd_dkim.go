@@ -82,22 +82,29 @@ func fromWire(ws []dkimKeyWire) []DKIMKey {
 // changes nothing. Refusals: ErrNoSuchDomain, ErrInvalidArgument (no keys,
 // a bad selector or algorithm, an empty key, a duplicate in the command,
 // more than 64 keys). Result: Done.
+//
+// IfNone makes the command a domain's first keys: it changes nothing if
+// the domain has any key already. The admin API (at domain add) and the
+// leader's dkim-keys task may both propose a first pair for a new domain;
+// with IfNone the one applied first wins and the domain gets one pair.
 type SetDKIMKeys struct {
 	command
 	Time   int64
 	Domain string
 	Keys   []DKIMKey
+	IfNone bool
 }
 
 type setDKIMKeysWire struct {
 	Time   int64         `json:"t"`
 	Domain string        `json:"domain"`
 	Keys   []dkimKeyWire `json:"keys"`
+	IfNone bool          `json:"if_none,omitempty"`
 }
 
 // MarshalJSON is the command's wire form (with the private keys).
 func (c SetDKIMKeys) MarshalJSON() ([]byte, error) {
-	return json.Marshal(setDKIMKeysWire{Time: c.Time, Domain: c.Domain, Keys: toWire(c.Keys)})
+	return json.Marshal(setDKIMKeysWire{Time: c.Time, Domain: c.Domain, Keys: toWire(c.Keys), IfNone: c.IfNone})
 }
 
 // UnmarshalJSON reads the wire form, refusing unknown fields.
@@ -108,7 +115,7 @@ func (c *SetDKIMKeys) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&w); err != nil {
 		return err
 	}
-	*c = SetDKIMKeys{Time: w.Time, Domain: w.Domain, Keys: fromWire(w.Keys)}
+	*c = SetDKIMKeys{Time: w.Time, Domain: w.Domain, Keys: fromWire(w.Keys), IfNone: w.IfNone}
 	return nil
 }
 
@@ -148,6 +155,9 @@ func (a *applier) setDKIMKeys(c *SetDKIMKeys) (Result, error) {
 	keys, err := dkimKeysIn(a.tx.Bucket(bktDKIM), d)
 	if err != nil {
 		return nil, err
+	}
+	if c.IfNone && len(keys) > 0 {
+		return Done{}, nil
 	}
 	seen := map[string]bool{}
 	for _, k := range c.Keys {

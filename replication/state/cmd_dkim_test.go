@@ -111,3 +111,30 @@ func TestSetDKIMKeysEncodingKeepsKeysOutOfPrints(t *testing.T) {
 		}
 	}
 }
+
+// Two proposers giving a new domain its first keys at once (the admin API
+// at domain add, the leader's dkim-keys task): the first applied wins, the
+// other changes nothing, and the domain has one pair.
+func TestFirstDKIMKeysAreMadeOnce(t *testing.T) {
+	h := newHarness(t)
+	must[Done](h, &AddDomain{Name: "example.org"})
+	pair := func(letter string) []DKIMKey {
+		return []DKIMKey{
+			{Selector: "mc20261204" + letter + "e", Algorithm: "ed25519", Private: PrivateKey("ed-" + letter)},
+			{Selector: "mc20261204" + letter + "r", Algorithm: "rsa", Private: PrivateKey("rsa-" + letter)},
+		}
+	}
+	must[Done](h, &SetDKIMKeys{Domain: "example.org", Keys: pair("a"), IfNone: true})
+	must[Done](h, &SetDKIMKeys{Domain: "example.org", Keys: pair("b"), IfNone: true})
+	var keys []DKIMKey
+	h.view(func(tx *Tx) (err error) { keys, err = tx.DKIMKeys("example.org"); return err })
+	if len(keys) != 2 || keys[0].Selector != "mc20261204ae" || keys[1].Selector != "mc20261204ar" {
+		t.Fatalf("keys after two first-key commands: %v", keys)
+	}
+	// A rotation (without IfNone) still adds a pair.
+	must[Done](h, &SetDKIMKeys{Domain: "example.org", Keys: pair("c")})
+	h.view(func(tx *Tx) (err error) { keys, err = tx.DKIMKeys("example.org"); return err })
+	if len(keys) != 4 {
+		t.Fatalf("keys after a rotation: %d, want 4", len(keys))
+	}
+}
