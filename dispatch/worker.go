@@ -350,13 +350,20 @@ func (w *Worker) message(ctx context.Context, held []state.QueueEntry) (outbound
 		m.Rcpts = append(m.Rcpts, outbound.Rcpt{Addr: h.To, ORCPT: h.ORCPT, Notify: h.Notify})
 	}
 	blobID := e.Blob
-	m.Body = func() (io.Reader, error) { return w.store.OpenBody(ctx, blobID) }
+	m.Body = func() (io.Reader, error) {
+		b, err := w.store.OpenBody(ctx, blobID)
+		if err != nil {
+			return nil, err
+		}
+		return readCloser{withoutReturnPath(b), b}, nil
+	}
 
-	body, err := w.store.OpenBody(ctx, blobID)
+	b, err := w.store.OpenBody(ctx, blobID)
 	if err != nil {
 		return m, err
 	}
-	defer body.Close()
+	defer b.Close()
+	body := withoutReturnPath(b)
 	var det eightBit
 	if domain := w.signingDomain(ctx, &e); domain != "" {
 		keys, err := w.store.DKIMSigningKeys(ctx, domain)

@@ -75,6 +75,9 @@ func TestSubmissionForTheOutsideReachesItsMXSigned(t *testing.T) {
 	if m.From != addr("alice") || !bytes.Contains(m.Data, []byte("hello outside")) {
 		t.Fatalf("outside copy from %q:\n%s", m.From, m.Data)
 	}
+	if bytes.Contains(bytes.ToLower(m.Data), []byte("return-path:")) {
+		t.Fatalf("the relayed message carries a Return-Path (RFC 5321 §4.4: only the final delivery adds one):\n%s", m.Data)
+	}
 	if n := verifyDKIM(t, c, m.Data); n != 2 {
 		t.Fatalf("%d DKIM signatures verify, want 2", n)
 	}
