@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -209,6 +210,12 @@ type Config struct {
 	// OutboundTLS: opportunistic (default), require, verify or none
 	// (MTA-STS and DANE still apply where a domain asks for them).
 	OutboundTLS string
+	// OutboundRootCAs verifies remote certificates where a policy requires
+	// it (MTA-STS, outbound_tls verify, a relay); nil: the system's roots.
+	// OutboundMTASTSPort is the HTTPS port MTA-STS policies are fetched
+	// from (0: 443). Tests set both.
+	OutboundRootCAs    *x509.CertPool
+	OutboundMTASTSPort int
 	// RelayHost ("host:port"; port 465 speaks implicit TLS) sends all
 	// outbound mail through that host; RelayUsername/RelayPassword log in
 	// there (only over verified TLS).

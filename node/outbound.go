@@ -37,6 +37,8 @@ func (n *Node) startOutbound(ctx context.Context) error {
 		RelayUsername:     cfg.RelayUsername,
 		RelayPassword:     cfg.RelayPassword,
 		MaxPerDestination: cfg.OutboundMaxPerDestination,
+		RootCAs:           cfg.OutboundRootCAs,
+		MTASTSPort:        cfg.OutboundMTASTSPort,
 		Logger:            n.log.With("part", "outbound"),
 	}
 	if _, port, err := net.SplitHostPort(cfg.RelayHost); err == nil && port == "465" {

@@ -3,11 +3,25 @@ package smtp_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
 
+	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
 
@@ -122,5 +136,86 @@ func TestForwardOutsideCarriesAnSRSSender(t *testing.T) {
 	c.WaitFor("the bounce back at the original sender", func() bool { return len(c.Sink().MessagesTo("writer@remote.test")) > 0 })
 	if back := c.Sink().MessagesTo("writer@remote.test")[0]; back.From != "" {
 		t.Fatalf("the bounce went back with sender %q, want the null sender", back.From)
+	}
+}
+
+// testCA makes a certificate authority and a server certificate it signed
+// for names: what a domain's MTA-STS policy host would present.
+func testCA(t *testing.T, names ...string) (*x509.CertPool, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return pool, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}
+}
+
+// A domain that publishes an MTA-STS policy in enforce mode gets its mail
+// only over TLS with a certificate that verifies for its MX: the cluster's
+// outside MX here offers STARTTLS with a self-signed certificate, so the
+// message stays queued (451 4.7.5, retried) and is never sent in the
+// clear, while a domain without a policy gets its copy over the same MX.
+func TestMTASTSEnforceRefusesAnMXWithoutValidTLS(t *testing.T) {
+	roots, cert := testCA(t, "mta-sts.secure.test")
+	policy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "mta-sts.secure.test" && !strings.HasPrefix(r.Host, "mta-sts.secure.test:") || r.URL.Path != "/.well-known/mta-sts.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, "version: STSv1\r\nmode: enforce\r\nmx: sink.simnet.test\r\nmax_age: 86400\r\n")
+	}))
+	policy.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	policy.StartTLS()
+	t.Cleanup(policy.Close)
+	_, port, _ := net.SplitHostPort(policy.Listener.Addr().String())
+	policyPort, _ := strconv.Atoi(port)
+
+	c := newCluster(t, func(_ int, cfg *node.Config) {
+		cfg.OutboundRootCAs, cfg.OutboundMTASTSPort = roots, policyPort
+	}, "alice")
+	if err := c.DNS().Set("_mta-sts.secure.test", "TXT", "v=STSv1; id=20261204"); err != nil {
+		t.Fatal(err)
+	}
+	sub := dialSubmission(t, c, 0, "alice")
+	if err := send(sub, addr("alice"), []string{"someone@secure.test", "someone@plain.test"}, strings.NewReader(message("sts", "only over verified TLS"))); err != nil {
+		t.Fatalf("submission: %v", err)
+	}
+	c.WaitFor("the copy for the domain without a policy", func() bool { return len(c.Sink().MessagesTo("someone@plain.test")) > 0 })
+	s := c.Node(0).Store()
+	c.WaitFor("the enforce domain's attempt refused by its policy", func() bool {
+		entries, _, err := s.QueueList(ctxT(t))
+		if err != nil {
+			return false
+		}
+		for _, e := range entries {
+			if e.To == "someone@secure.test" && e.Attempts > 0 && strings.Contains(e.LastReply, "4.7.5") && strings.Contains(e.LastReply, "MTA-STS") {
+				return true
+			}
+		}
+		return false
+	})
+	if got := c.Sink().MessagesTo("someone@secure.test"); len(got) != 0 {
+		t.Fatalf("the MX without valid TLS got the enforce domain's mail (%d copies)", len(got))
 	}
 }
