@@ -32,10 +32,18 @@ func ctxT(t *testing.T) context.Context {
 func withAccounts(t *testing.T, c *Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), "example.test") })
+	RetryIdempotent(t, "add the domain", func() error {
+		if err := s.AddDomain(ctxT(t), "example.test"); !errors.Is(err, replication.ErrDomainExists) {
+			return err
+		}
+		return nil // an earlier attempt of unknown outcome was committed
+	})
 	for _, u := range users {
-		Retry(t, "add "+u, func() error {
+		RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@example.test", Password: testPassword})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil
+			}
 			return err
 		})
 	}
@@ -53,11 +61,7 @@ func deliver(t *testing.T, n *node.Node, body []byte, to ...string) replication.
 	for _, u := range to {
 		rcpts = append(rcpts, replication.Recipient{Account: u + "@example.test"})
 	}
-	var d replication.Delivered
-	Retry(t, "deliver via "+n.ID(), func() (err error) {
-		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0)
-		return err
-	})
+	d := Deliver(t, n, body, rcpts)
 	for i, r := range d.Results {
 		if r.Err() != nil {
 			t.Fatalf("recipient %s: %v", to[i], r.Err())

@@ -42,7 +42,7 @@ type env struct {
 func newEnv(t testing.TB, opts cluster.Options) *env {
 	t.Helper()
 	c := cluster.New(t, opts)
-	cluster.Retry(t, "add domain", func() error {
+	cluster.RetryIdempotent(t, "add domain", func() error {
 		err := c.Node(c.Leader()).Store().AddDomain(ctxT(t), domain)
 		if errors.Is(err, replication.ErrDomainExists) {
 			return nil
@@ -62,7 +62,7 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 	if len(quota) > 1 {
 		u.QuotaMessages = quota[1]
 	}
-	cluster.Retry(t, "add user "+u.Address, func() error {
+	cluster.RetryIdempotent(t, "add user "+u.Address, func() error {
 		_, err := e.c.Node(e.c.Leader()).Store().AddUser(ctxT(t), u)
 		if errors.Is(err, replication.ErrAccountExists) {
 			return nil // an earlier attempt was committed after all
@@ -72,15 +72,11 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 	return u.Address
 }
 
-// deliver stores a message for user through node i (as SMTP would).
+// deliver stores a message for user's INBOX through node i (as SMTP
+// would), exactly once even across an election (see cluster.Deliver).
 func (e *env) deliver(t testing.TB, i int, user string, body []byte) {
 	t.Helper()
-	var d replication.Delivered
-	cluster.Retry(t, fmt.Sprintf("deliver through node %d", i), func() (err error) {
-		d, err = e.c.Node(i).Store().Deliver(ctxT(t), bytes.NewReader(body),
-			[]replication.Recipient{{Account: user}}, time.Now(), 0)
-		return err
-	})
+	d := cluster.Deliver(t, e.c.Node(i), body, []replication.Recipient{{Account: user}})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
 	}

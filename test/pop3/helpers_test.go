@@ -30,15 +30,18 @@ func addr(user string) string { return user + "@example.test" }
 func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	cluster.Retry(t, "add the domain", func() error {
+	cluster.RetryIdempotent(t, "add the domain", func() error {
 		if err := s.AddDomain(ctxT(t), "example.test"); !errors.Is(err, replication.ErrDomainExists) {
 			return err
 		}
 		return nil
 	})
 	for _, u := range users {
-		cluster.Retry(t, "add "+u, func() error {
+		cluster.RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: addr(u), Password: password})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil // an earlier attempt of unknown outcome was committed
+			}
 			return err
 		})
 	}
@@ -48,11 +51,7 @@ func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 // octets, committed before it returns.
 func deliver(t testing.TB, n *node.Node, user string, body []byte) {
 	t.Helper()
-	var d replication.Delivered
-	cluster.Retry(t, "deliver via "+n.ID(), func() (err error) {
-		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), []replication.Recipient{{Account: addr(user)}}, time.Now(), 0)
-		return err
-	})
+	d := cluster.Deliver(t, n, body, []replication.Recipient{{Account: addr(user)}})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
 	}

@@ -40,10 +40,18 @@ func newCluster(t *testing.T, configure func(i int, cfg *node.Config), users ...
 	t.Helper()
 	c := cluster.New(t, cluster.Options{Configure: configure})
 	s := c.Node(c.Leader()).Store()
-	cluster.Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), domain) })
+	cluster.RetryIdempotent(t, "add the domain", func() error {
+		if err := s.AddDomain(ctxT(t), domain); !errors.Is(err, replication.ErrDomainExists) {
+			return err
+		}
+		return nil // an earlier attempt of unknown outcome was committed
+	})
 	for _, u := range users {
-		cluster.Retry(t, "add "+u, func() error {
+		cluster.RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@" + domain, Password: password})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil
+			}
 			return err
 		})
 	}
