@@ -125,6 +125,39 @@ func send(cl *gosmtp.Client, from string, to []string, body io.Reader) error {
 	return w.Close()
 }
 
+// sendPatiently sends body through node i's MX port as a patient sender
+// does across an election: after a 451 that says the cluster has no
+// quorum (at MAIL or RCPT, or "NOT stored" after the data) it sends the
+// same message again on a new connection. After a 451 that says it may
+// have been stored, it settles the cluster and asks stored (which must
+// read through a read barrier) whether it was, and sends again only if
+// not; with stored nil that answer is returned. Every other answer is
+// returned: what the test asserts about.
+func sendPatiently(t testing.TB, c *cluster.Cluster, i int, from string, to []string, body string, stored func() bool) error {
+	t.Helper()
+	deadline := time.Now().Add(cluster.Timeout)
+	for {
+		cl := dialMX(t, c, i)
+		err := send(cl, from, to, strings.NewReader(body))
+		_ = cl.Close()
+		var se *gosmtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 451 || time.Now().After(deadline) {
+			return err
+		}
+		switch {
+		case strings.Contains(se.Message, "may have been stored") && stored != nil:
+			cluster.Settle(t, c.Node(i))
+			if stored() {
+				return nil
+			}
+		case strings.Contains(se.Message, "cannot reach a quorum"):
+		default:
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // stored is one message as a node's store returns it.
 type stored struct {
 	state.Message
