@@ -157,13 +157,15 @@ func must[T any](t testing.TB) func(T, error) T {
 func inbox(t testing.TB, c *cluster.Cluster, i int, user string) ([]uint32, map[uint32]state.Flags) {
 	t.Helper()
 	s := c.Node(i).Store()
-	mb, err := s.OpenMailbox(ctxT(t), addr(user), "INBOX")
-	if err != nil {
-		t.Fatalf("open INBOX on %s: %v", c.Members[i].ID, err)
-	}
+	// The barrier fails for a while during an election: open again then.
+	var mb replication.OpenedMailbox
+	cluster.Retry(t, "open INBOX on "+c.Members[i].ID, func() (err error) {
+		mb, err = s.OpenMailbox(ctxT(t), addr(user), "INBOX")
+		return err
+	})
 	flags := map[uint32]state.Flags{}
 	var uids []uint32
-	err = s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
+	err := s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
 		uids = append(uids, m.UID)
 		flags[m.UID] = m.Flags
 		return nil

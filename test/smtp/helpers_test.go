@@ -195,12 +195,14 @@ func mailboxEventually(t testing.TB, c *cluster.Cluster, i int, user string) []s
 
 func readMailbox(t testing.TB, c *cluster.Cluster, i int, user string) ([]stored, error) {
 	s := c.Node(i).Store()
-	mb, err := s.OpenMailbox(ctxT(t), addr(user), "INBOX")
-	if err != nil {
-		return nil, err
-	}
+	// The barrier fails for a while during an election: open again then.
+	var mb replication.OpenedMailbox
+	cluster.Retry(t, fmt.Sprintf("open INBOX on node%d", i+1), func() (err error) {
+		mb, err = s.OpenMailbox(ctxT(t), addr(user), "INBOX")
+		return err
+	})
 	var out []stored
-	err = s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
+	err := s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
 		b, err := s.OpenBody(ctxT(t), m.Blob)
 		if err != nil {
 			return err

@@ -128,24 +128,18 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	}, "alice", "bob", "full", "off", "small")
 	s := c.Node(c.Leader()).Store()
 	// "full" may hold one message and has one; "small" may hold 1000 bytes.
-	if err := s.SetQuota(ctxT(t), addr("full"), 0, 1); err != nil {
-		t.Fatal(err)
+	// Setup writes ride out an election: setting a quota or flag twice sets
+	// it once, and the filler is delivered exactly once (cluster.Deliver).
+	cluster.RetryIdempotent(t, "quota of full", func() error { return s.SetQuota(ctxT(t), addr("full"), 0, 1) })
+	if d := cluster.Deliver(t, c.Node(c.Leader()), []byte(message("filler", "x")), []replication.Recipient{{Account: addr("full")}}); d.Results[0].Err() != nil {
+		t.Fatal(d.Results[0].Err())
 	}
-	if _, err := s.Deliver(ctxT(t), strings.NewReader(message("filler", "x")), []replication.Recipient{{Account: addr("full")}}, time.Now(), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetQuota(ctxT(t), addr("small"), 1000, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetUserDisabled(ctxT(t), addr("off"), true); err != nil {
-		t.Fatal(err)
-	}
+	cluster.RetryIdempotent(t, "quota of small", func() error { return s.SetQuota(ctxT(t), addr("small"), 1000, 0) })
+	cluster.RetryIdempotent(t, "disable off", func() error { return s.SetUserDisabled(ctxT(t), addr("off"), true) })
 
 	// Node 0 decides quota and disabled accounts from its own state: let it
 	// apply the changes above first.
-	if err := c.Node(0).Store().Barrier(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
+	cluster.Retry(t, "read barrier on node 0", func() error { return c.Node(0).Store().Barrier(ctxT(t)) })
 	mx := dialMX(t, c, 0)
 	for _, tc := range []struct{ rcpt, want string }{
 		{"nobody@example.test", "550 5.1.1"},
