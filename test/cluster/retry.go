@@ -119,7 +119,7 @@ func Deliver(t testing.TB, n *node.Node, body []byte, rcpts []replication.Recipi
 		return err
 	}, func() (bool, error) {
 		var err error
-		found, err = holding(n, body, rcpts)
+		found, err = Holding(n, body, rcpts)
 		return found != nil, err
 	})
 	if found != nil {
@@ -128,11 +128,12 @@ func Deliver(t testing.TB, n *node.Node, body []byte, rcpts []replication.Recipi
 	return d
 }
 
-// holding reads, after a read barrier on n, which of the recipients'
+// Holding reads, after a read barrier on n, whether the recipients'
 // mailboxes hold a message with exactly these bytes (bodies are
-// content-addressed by their SHA-256): the results for all of them, nil
-// for none, an error for some.
-func holding(n *node.Node, body []byte, rcpts []replication.Recipient) ([]state.TargetResult, error) {
+// content-addressed by their SHA-256): a result (its UID) for each of
+// them if all do, nil if none does, an error if only some do. After a
+// write of unknown outcome, call Settle first.
+func Holding(n *node.Node, body []byte, rcpts []replication.Recipient) ([]state.TargetResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
 	id := state.BlobID(sha256.Sum256(body))
