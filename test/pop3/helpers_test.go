@@ -133,13 +133,24 @@ func dial(t testing.TB, c *cluster.Cluster, i int, implicitTLS bool) *Client {
 }
 
 // login dials member i and logs user in.
+// A login that answers -ERR [SYS/TEMP] (its read barrier met an election)
+// is tried again on a new connection: opening the maildrop changes
+// nothing.
 func login(t testing.TB, c *cluster.Cluster, i int, user string) *Client {
 	t.Helper()
-	cl := dial(t, c, i, false)
-	if err := cl.Login(addr(user), password); err != nil {
-		t.Fatalf("login %s on %s: %v", user, c.Members[i].ID, err)
+	deadline := time.Now().Add(cluster.Timeout)
+	for {
+		cl := dial(t, c, i, false)
+		err := cl.Login(addr(user), password)
+		if err == nil {
+			return cl
+		}
+		if !IsErr(err, "-ERR [SYS/TEMP] ") || time.Now().After(deadline) {
+			t.Fatalf("login %s on %s: %v", user, c.Members[i].ID, err)
+		}
+		cl.Close()
+		time.Sleep(50 * time.Millisecond)
 	}
-	return cl
 }
 
 func must[T any](t testing.TB) func(T, error) T {
