@@ -319,12 +319,24 @@ func expectCode(t testing.TB, err error, typ imap.StatusResponseType, code imap.
 	}
 }
 
+// mustSelect selects a mailbox. SELECT passes a read barrier, which an
+// election can make fail with NO [UNAVAILABLE] for a while: it is asked
+// again then (opening a mailbox changes nothing).
 func mustSelect(t testing.TB, c *imapclient.Client, name string, readOnly bool) *imap.SelectData {
 	t.Helper()
-	d, err := c.Select(name, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
-	if err != nil {
-		t.Fatalf("SELECT %s: %v", name, err)
-	}
+	var d *imap.SelectData
+	waitFor(t, "SELECT "+name, func() bool {
+		var err error
+		d, err = c.Select(name, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeUnavailable {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("SELECT %s: %v", name, err)
+		}
+		return true
+	})
 	// imapclient (v2.0.0-beta.8) completes the command before it records
 	// the selected mailbox (completeCommand signals Wait, then sets
 	// c.mailbox): wait for that, or c.Mailbox() may still be nil.
