@@ -438,3 +438,43 @@ func proposeWithID(t *testing.T, n *node.Node, id consensus.ProposalID, cmd []by
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The harness's own promise: a setup delivery whose outcome is unknown is
+// counted once whether it was committed (the answer was lost) or not (it
+// is sent again). Both cases are staged: the first attempt reports an
+// unknown outcome after delivering, or without delivering.
+func TestRetryResolvingAppliesAnUnknownOutcomeOnce(t *testing.T) {
+	c := New(t, Options{})
+	withAccounts(t, c, "alice")
+	n := c.Node(c.Follower())
+	rcpts := []replication.Recipient{{Account: "alice@example.test"}}
+	unknown := fmt.Errorf("%w: %w", replication.ErrOutcomeUnknown, replication.ErrNoQuorum)
+	var bodies [][]byte
+	for _, committed := range []bool{true, false} {
+		body := testMessage(len(bodies), fmt.Sprintf("first attempt committed: %v", committed))
+		bodies = append(bodies, body)
+		attempts := 0
+		RetryResolving(t, n, "staged delivery", func() error {
+			attempts++
+			if attempts == 1 && !committed {
+				return unknown
+			}
+			if _, err := n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0); err != nil {
+				return err
+			}
+			if attempts == 1 {
+				return unknown
+			}
+			return nil
+		}, func() (bool, error) {
+			held, err := Holding(n, body, rcpts)
+			return held != nil, err
+		})
+		if want := map[bool]int{true: 1, false: 2}[committed]; attempts != want {
+			t.Fatalf("first attempt committed %v: %d attempts, want %d", committed, attempts, want)
+		}
+	}
+	if got := inbox(t, n, "alice"); !sameSet(got, sums(bodies...)) {
+		t.Fatalf("INBOX has %d messages, want each of the %d once", len(got), len(bodies))
+	}
+}
