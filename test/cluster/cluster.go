@@ -316,8 +316,9 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 
 // Retry runs a setup step again while it fails for a while only (an
 // election on a loaded machine), as a real client would. A step whose
-// outcome is unknown is not retried: it may have taken effect. What a
-// test asserts must never go through Retry.
+// outcome is unknown is not retried: it may have taken effect (see
+// RetryIdempotent and RetryResolving in retry.go for steps that can be).
+// What a test asserts must never go through Retry.
 func Retry(t testing.TB, what string, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(Timeout)

@@ -19,10 +19,12 @@ import (
 // also settle a failure whose outcome is unknown, so that a step is
 // applied exactly once and the counts a test asserts stay exact.
 
-// RetryIdempotent is Retry for a step that cannot be applied twice
-// because fn maps "it exists already" to success (creating a domain or an
-// account): an unknown outcome is tried again too, and the retry finds
-// out.
+// RetryIdempotent is Retry for a step that applied twice has the effect
+// of applying it once: setting a value (a quota, a flag, a password,
+// forwarding), expunging given UIDs, or creating a named thing where fn
+// maps "it exists already" to success. An unknown outcome is tried again
+// too: whether the earlier attempt took effect or not, the end state is
+// the same.
 func RetryIdempotent(t testing.TB, what string, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(Timeout)
