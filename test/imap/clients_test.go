@@ -3,6 +3,7 @@ package imap_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/pem"
@@ -203,7 +204,11 @@ CopyArrivalDate yes
 		if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.CommandContext(ctxT(t), mbsync, "-c", rc, "-a")
+		// A hang guard, not a timing assertion: syncing 500 messages over
+		// TLS can take longer than one wait on a machine at load 15.
+		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, mbsync, "-c", rc, "-a")
 		cmd.Env = append(os.Environ(), "HOME="+dir)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
