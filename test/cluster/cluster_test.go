@@ -32,7 +32,7 @@ func addDomain(t *testing.T, n *node.Node, name string) consensus.Result {
 	if _, err := rand.Read(id[:]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res, err := n.Consensus().ProposeWithID(ctx, id, cmd)
@@ -295,7 +295,7 @@ func TestGracefulLeave(t *testing.T) {
 	// The leader leaves: it hands leadership over first. An election on a
 	// loaded machine can make the removal fail with no quorum for a while;
 	// leaving again is safe (removing a removed node changes nothing).
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		err := c.Node(l).Leave(context.Background())
 		if err == nil {
@@ -369,7 +369,7 @@ func TestHTTPEndpoints(t *testing.T) {
 // created it (every write this is used for creates a named thing).
 func adminWrite(t *testing.T, n *node.Node, method, path, body string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	refused := false
 	for {
 		code, resp := adminCall(t, n, method, path, body)
@@ -389,7 +389,7 @@ func adminWrite(t *testing.T, n *node.Node, method, path, body string, want int)
 // it may answer 503 during an election, and is asked again then.
 func adminRead(t *testing.T, n *node.Node, path string) (int, string) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		code, body := adminCall(t, n, "GET", path, "")
 		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {

@@ -27,7 +27,7 @@ import (
 // the same.
 func RetryIdempotent(t testing.TB, what string, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		err := fn()
 		if err == nil {
@@ -49,7 +49,7 @@ func RetryIdempotent(t testing.TB, what string, fn func() error) {
 // once and the counts a test asserts stay exact.
 func RetryResolving(t testing.TB, n *node.Node, what string, fn func() error, tookEffect func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		err := fn()
 		if err == nil {
@@ -86,7 +86,7 @@ const settleAddress = "settle@settle.invalid"
 // returns; if a later leader dropped it, it can never commit.
 func Settle(t testing.TB, n *node.Node) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		err := n.Store().DeleteUser(ctx, settleAddress)

@@ -410,7 +410,7 @@ func TestLoginFollowsAccountChangesOnEveryNode(t *testing.T) {
 // barrier cannot reach the leader): only a definite answer counts.
 func authenticate(t *testing.T, s *replication.Store, user, password string) error {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		_, err := s.Authenticate(ctxT(t), user, password)
 		if !replication.Temporary(err) || time.Now().After(deadline) {
@@ -425,7 +425,7 @@ func authenticate(t *testing.T, s *replication.Store, user, password string) err
 // proposing again under the same ID is what the ID is for.
 func proposeWithID(t *testing.T, n *node.Node, id consensus.ProposalID, cmd []byte) consensus.Result {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		res, err := n.Consensus().ProposeWithID(ctxT(t), id, cmd)
 		if err == nil {

@@ -138,7 +138,7 @@ func dial(t testing.TB, c *cluster.Cluster, i int, implicitTLS bool) *Client {
 // nothing.
 func login(t testing.TB, c *cluster.Cluster, i int, user string) *Client {
 	t.Helper()
-	deadline := time.Now().Add(cluster.Timeout)
+	deadline := time.Now().Add(cluster.RetryWindow)
 	for {
 		cl := dial(t, c, i, false)
 		err := cl.Login(addr(user), password)

@@ -135,7 +135,7 @@ func send(cl *gosmtp.Client, from string, to []string, body io.Reader) error {
 // returned: what the test asserts about.
 func sendPatiently(t testing.TB, c *cluster.Cluster, i int, from string, to []string, body string, stored func() bool) error {
 	t.Helper()
-	deadline := time.Now().Add(cluster.Timeout)
+	deadline := time.Now().Add(cluster.RetryWindow)
 	for {
 		cl := dialMX(t, c, i)
 		err := send(cl, from, to, strings.NewReader(body))
