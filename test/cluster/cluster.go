@@ -69,6 +69,13 @@ func (c *Cluster) ClientTLS() *tls.Config { return c.tls.client.Clone() }
 // Timeout bounds every wait in the harness.
 const Timeout = 30 * time.Second
 
+// RetryWindow bounds how long a step is tried again across elections
+// (Retry and the helpers of retry.go). It is longer than Timeout: at load
+// 15 and more on 2 cores a cluster under a burst of writes can go without
+// a leader for tens of seconds at a time, and each attempt can take a
+// propose timeout. It delays only the report of a real failure.
+const RetryWindow = 2 * Timeout
+
 // New starts opts.Nodes nodes that bootstrap one cluster through gossip
 // (bootstrap-expect), and waits until all of them are voters under one leader.
 func New(t testing.TB, opts Options) *Cluster {
@@ -369,11 +376,12 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 
 // Retry runs a setup step again while it fails for a while only (an
 // election on a loaded machine), as a real client would. A step whose
-// outcome is unknown is not retried: it may have taken effect. What a
-// test asserts must never go through Retry.
+// outcome is unknown is not retried: it may have taken effect (see
+// RetryIdempotent and RetryResolving in retry.go for steps that can be).
+// What a test asserts must never go through Retry.
 func Retry(t testing.TB, what string, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	deadline := time.Now().Add(RetryWindow)
 	for {
 		err := fn()
 		if err == nil {

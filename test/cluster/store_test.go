@@ -32,10 +32,18 @@ func ctxT(t *testing.T) context.Context {
 func withAccounts(t *testing.T, c *Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), "example.test") })
+	RetryIdempotent(t, "add the domain", func() error {
+		if err := s.AddDomain(ctxT(t), "example.test"); !errors.Is(err, replication.ErrDomainExists) {
+			return err
+		}
+		return nil // an earlier attempt of unknown outcome was committed
+	})
 	for _, u := range users {
-		Retry(t, "add "+u, func() error {
+		RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@example.test", Password: testPassword})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil
+			}
 			return err
 		})
 	}
@@ -53,11 +61,7 @@ func deliver(t *testing.T, n *node.Node, body []byte, to ...string) replication.
 	for _, u := range to {
 		rcpts = append(rcpts, replication.Recipient{Account: u + "@example.test"})
 	}
-	var d replication.Delivered
-	Retry(t, "deliver via "+n.ID(), func() (err error) {
-		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0)
-		return err
-	})
+	d := Deliver(t, n, body, rcpts)
 	for i, r := range d.Results {
 		if r.Err() != nil {
 			t.Fatalf("recipient %s: %v", to[i], r.Err())
@@ -72,12 +76,14 @@ func inbox(t *testing.T, n *node.Node, user string) map[[32]byte]int {
 	t.Helper()
 	account := user + "@example.test"
 	s := n.Store()
-	mb, err := s.OpenMailbox(ctxT(t), account, "INBOX")
-	if err != nil {
-		t.Fatalf("open INBOX on %s: %v", n.ID(), err)
-	}
+	// The barrier fails for a while during an election: open again then.
+	var mb replication.OpenedMailbox
+	Retry(t, "open INBOX on "+n.ID(), func() (err error) {
+		mb, err = s.OpenMailbox(ctxT(t), account, "INBOX")
+		return err
+	})
 	out := make(map[[32]byte]int)
-	err = s.Messages(ctxT(t), account, mb.ID, 1, 0, func(m state.Message) error {
+	err := s.Messages(ctxT(t), account, mb.ID, 1, 0, func(m state.Message) error {
 		b, err := s.OpenBody(ctxT(t), m.Blob)
 		if err != nil {
 			return fmt.Errorf("body of UID %d: %w", m.UID, err)
@@ -221,23 +227,18 @@ func TestRetriedProposalAppliesOnceAcrossLeaderChange(t *testing.T) {
 	}
 	id := consensus.ProposalID{1, 2, 3, 4}
 	leader := c.Leader()
-	r1, err := c.Node(leader).Consensus().ProposeWithID(ctxT(t), id, cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r1 := proposeWithID(t, c.Node(leader), id, cmd)
 	c.Kill(leader)
 	f := c.Leader()
-	r2, err := c.Node(f).Consensus().ProposeWithID(ctxT(t), id, cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := proposeWithID(t, c.Node(f), id, cmd)
 	if !bytes.Equal(r1.Data, r2.Data) {
 		t.Fatalf("the retry got a different result:\n%s\n%s", r1.Data, r2.Data)
 	}
-	mb, err := c.Node(f).Store().OpenMailbox(ctxT(t), "alice@example.test", "INBOX")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var mb replication.OpenedMailbox
+	Retry(t, "open INBOX", func() (err error) {
+		mb, err = c.Node(f).Store().OpenMailbox(ctxT(t), "alice@example.test", "INBOX")
+		return err
+	})
 	if len(mb.UIDs) != 2 { // the first delivery plus the proposal, once
 		t.Fatalf("INBOX has %d messages, want 2", len(mb.UIDs))
 	}
@@ -287,9 +288,7 @@ func TestCorruptBodyDetectedOnReadAndRepairedByScrub(t *testing.T) {
 	// replaces only what the local state references, so let node 2 apply
 	// the delivery first (it committed without waiting for node 2).
 	n2 := c.Node(2)
-	if err := n2.Store().Barrier(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
+	Retry(t, "read barrier on "+n2.ID(), func() error { return n2.Store().Barrier(ctxT(t)) })
 	corrupt(t, blobPath(n2, id))
 	if err := n2.Bodies().Scrub(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -313,9 +312,7 @@ func TestThreeRecipientsOneBody(t *testing.T) {
 	n := c.Node(1)
 	// Deliver does not wait for the delivering node to apply; a reader uses
 	// the barrier.
-	if err := n.Store().Barrier(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
+	Retry(t, "read barrier on "+n.ID(), func() error { return n.Store().Barrier(ctxT(t)) })
 	var refs uint64
 	var files int
 	_ = n.FSM().View(func(tx *state.Tx) error {
@@ -349,14 +346,17 @@ func TestExpungedBodyFreedAfterGrace(t *testing.T) {
 	}
 	s := c.Node(0).Store()
 	for _, u := range []string{"alice", "bob"} {
-		mb, err := s.OpenMailbox(ctxT(t), u+"@example.test", "INBOX")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// One reference gone: the body must stay.
-		if _, err := s.Expunge(ctxT(t), u+"@example.test", mb.ID, state.UIDSetOf(mb.UIDs...), false); err != nil {
-			t.Fatal(err)
-		}
+		var mb replication.OpenedMailbox
+		Retry(t, "open INBOX of "+u, func() (err error) {
+			mb, err = s.OpenMailbox(ctxT(t), u+"@example.test", "INBOX")
+			return err
+		})
+		// One reference gone: the body must stay. Expunging the same UIDs
+		// again expunges nothing more: safe to retry after an election.
+		RetryIdempotent(t, "expunge "+u+"'s INBOX", func() error {
+			_, err := s.Expunge(ctxT(t), u+"@example.test", mb.ID, state.UIDSetOf(mb.UIDs...), false)
+			return err
+		})
 		if u == "alice" {
 			time.Sleep(time.Second) // longer than the grace period and several GC passes
 			for _, i := range c.Running() {
@@ -385,22 +385,96 @@ func TestLoginFollowsAccountChangesOnEveryNode(t *testing.T) {
 		t.Fatalf("login on the cut-off node: %v", err)
 	}
 	s := c.Node(c.LeaderAmong(others)).Store()
-	if err := s.SetUserDisabled(ctxT(t), "alice@example.test", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetPassword(ctxT(t), "bob@example.test", "bob's new password"); err != nil {
-		t.Fatal(err)
-	}
+	// Setting the same flag or password twice sets it once: retried
+	// across an election.
+	RetryIdempotent(t, "disable alice", func() error { return s.SetUserDisabled(ctxT(t), "alice@example.test", true) })
+	RetryIdempotent(t, "change bob's password", func() error {
+		return s.SetPassword(ctxT(t), "bob@example.test", "bob's new password")
+	})
 	c.Heal()
 	c.Leader() // the healed node follows again; it may still trail the log
 	n := c.Node(lagging).Store()
-	if _, err := n.Authenticate(ctxT(t), "alice@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
+	if err := authenticate(t, n, "alice@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
 		t.Errorf("disabled account logs in through the lagging node: %v", err)
 	}
-	if _, err := n.Authenticate(ctxT(t), "bob@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
+	if err := authenticate(t, n, "bob@example.test", testPassword); !errors.Is(err, replication.ErrAuthFailed) {
 		t.Errorf("the old password works through the lagging node: %v", err)
 	}
-	if _, err := n.Authenticate(ctxT(t), "bob@example.test", "bob's new password"); err != nil {
+	if err := authenticate(t, n, "bob@example.test", "bob's new password"); err != nil {
 		t.Errorf("the new password through the lagging node: %v", err)
+	}
+}
+
+// authenticate logs in through s and returns the answer, asking again
+// while the answer is a temporary failure (an election: the login's read
+// barrier cannot reach the leader): only a definite answer counts.
+func authenticate(t *testing.T, s *replication.Store, user, password string) error {
+	t.Helper()
+	deadline := time.Now().Add(RetryWindow)
+	for {
+		_, err := s.Authenticate(ctxT(t), user, password)
+		if !replication.Temporary(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// proposeWithID proposes cmd under id through n until it is committed. An
+// election can make an attempt fail with no quorum or an unknown outcome;
+// proposing again under the same ID is what the ID is for.
+func proposeWithID(t *testing.T, n *node.Node, id consensus.ProposalID, cmd []byte) consensus.Result {
+	t.Helper()
+	deadline := time.Now().Add(RetryWindow)
+	for {
+		res, err := n.Consensus().ProposeWithID(ctxT(t), id, cmd)
+		if err == nil {
+			return res
+		}
+		temporary := errors.Is(err, consensus.ErrNoQuorum) || errors.Is(err, consensus.ErrOutcomeUnknown)
+		if !temporary || time.Now().After(deadline) {
+			t.Fatalf("propose through %s: %v", n.ID(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The harness's own promise: a setup delivery whose outcome is unknown is
+// counted once whether it was committed (the answer was lost) or not (it
+// is sent again). Both cases are staged: the first attempt reports an
+// unknown outcome after delivering, or without delivering.
+func TestRetryResolvingAppliesAnUnknownOutcomeOnce(t *testing.T) {
+	c := New(t, Options{})
+	withAccounts(t, c, "alice")
+	n := c.Node(c.Follower())
+	rcpts := []replication.Recipient{{Account: "alice@example.test"}}
+	unknown := fmt.Errorf("%w: %w", replication.ErrOutcomeUnknown, replication.ErrNoQuorum)
+	var bodies [][]byte
+	for _, committed := range []bool{true, false} {
+		body := testMessage(len(bodies), fmt.Sprintf("first attempt committed: %v", committed))
+		bodies = append(bodies, body)
+		attempts := 0
+		RetryResolving(t, n, "staged delivery", func() error {
+			attempts++
+			if attempts == 1 && !committed {
+				return unknown
+			}
+			if _, err := n.Store().Deliver(ctxT(t), bytes.NewReader(body), rcpts, time.Now(), 0); err != nil {
+				return err
+			}
+			if attempts == 1 {
+				return unknown
+			}
+			return nil
+		}, func() (bool, error) {
+			held, err := Holding(n, body, rcpts)
+			return held != nil, err
+		})
+		if want := map[bool]int{true: 1, false: 2}[committed]; attempts != want {
+			t.Fatalf("first attempt committed %v: %d attempts, want %d", committed, attempts, want)
+		}
+	}
+	if got := inbox(t, n, "alice"); !sameSet(got, sums(bodies...)) {
+		t.Fatalf("INBOX has %d messages, want each of the %d once", len(got), len(bodies))
 	}
 }

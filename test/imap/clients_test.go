@@ -3,9 +3,11 @@ package imap_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -160,6 +162,9 @@ func TestMbsync(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow() // a delivery failed: the counts below would only repeat it
+	}
 
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "server.pem")
@@ -200,7 +205,11 @@ CopyArrivalDate yes
 		if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.CommandContext(ctxT(t), mbsync, "-c", rc, "-a")
+		// A hang guard, not a timing assertion: syncing 500 messages over
+		// TLS can take longer than one wait on a machine at load 15.
+		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, mbsync, "-c", rc, "-a")
 		cmd.Env = append(os.Environ(), "HOME="+dir)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -242,18 +251,25 @@ CopyArrivalDate yes
 	for i := range 5 {
 		writeMaildirMessage(t, filepath.Join(maildir, "Local"), fmt.Sprintf("folder%d", i), message(fmt.Sprintf("local folder %d", i), "y"))
 	}
-	run(2) // up, through another node
+	up := run(2) // up, through another node
 
 	c := e.dialTLS(t, 1, u, nil)
 	d := mustSelect(t, c, "INBOX", false)
 	if want := uint32(total - 20 + 30); d.NumMessages != want {
-		t.Fatalf("after syncing up the server holds %d messages, want %d", d.NumMessages, want)
+		t.Fatalf("after syncing up the server holds %d messages, want %d; mbsync said:\n%s", d.NumMessages, want, up)
 	}
 	seen, err := c.Search(&imap.SearchCriteria{Flag: []imap.Flag{imap.FlagSeen}}, nil).Wait()
 	if err != nil || len(seen.AllSeqNums()) != 50 {
 		t.Fatalf("\\Seen on %d messages (%v), want 50", len(seen.AllSeqNums()), err)
 	}
-	st, err := c.Status("Local", &imap.StatusOptions{NumMessages: true}).Wait()
+	// STATUS passes a read barrier: asked again while an election makes
+	// it NO [UNAVAILABLE].
+	var st *imap.StatusData
+	waitFor(t, "STATUS of the new folder", func() bool {
+		st, err = c.Status("Local", &imap.StatusOptions{NumMessages: true}).Wait()
+		var ie *imap.Error
+		return !errors.As(err, &ie) || ie.Code != imap.ResponseCodeUnavailable
+	})
 	if err != nil || *st.NumMessages != 5 {
 		t.Fatalf("the new folder: %+v %v", st, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailcluster/mailcluster/node"
+	"github.com/mailcluster/mailcluster/replication"
 	"github.com/mailcluster/mailcluster/replication/state"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
@@ -188,9 +189,8 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.c.Node(2).Store().SetUserDisabled(ctxT(t), u, true); err != nil {
-			t.Fatal(err)
-		}
+		// Disabling twice disables once: retried across an election.
+		cluster.RetryIdempotent(t, "disable "+u, func() error { return e.c.Node(2).Store().SetUserDisabled(ctxT(t), u, true) })
 		select {
 		case <-idler.Closed():
 		case <-time.After(wait):
@@ -383,11 +383,28 @@ func TestNodeKilled(t *testing.T) {
 	}
 	// Writes retry until the new leader is elected: the client sees
 	// NO [UNAVAILABLE] at worst, never a lost acknowledgment.
+	// After "it may have been applied" the client looks before it retries
+	// (here through the store, after settling the cluster), so the count
+	// below stays exact.
 	var ad *imap.AppendData
+	body := message("after the kill", "x")
 	waitFor(t, "an APPEND through a surviving node", func() bool {
-		ad, err = tryAppend(worker, "INBOX", message("after the kill", "x"), nil)
+		ad, err = tryAppend(worker, "INBOX", body, nil)
 		var ie *imap.Error
 		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeUnavailable {
+			if strings.Contains(ie.Text, "may have been applied") {
+				n := e.c.Node(alive[1])
+				cluster.Settle(t, n)
+				var held []state.TargetResult
+				cluster.Retry(t, "look for the APPEND of unknown outcome", func() (err error) {
+					held, err = cluster.Holding(n, body, []replication.Recipient{{Account: u}})
+					return err
+				})
+				if held != nil {
+					ad = &imap.AppendData{UID: imap.UID(held[0].UID), UIDValidity: held[0].UIDValidity}
+					return true
+				}
+			}
 			return false
 		}
 		if err != nil {
@@ -409,9 +426,19 @@ func TestNodeKilled(t *testing.T) {
 			t.Fatalf("UID %d: empty body", m.UID)
 		}
 	}
-	if _, err := worker.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen}}, nil).Collect(); err != nil {
-		t.Fatal(err)
-	}
+	// Adding \Seen twice adds it once: asked again while an election
+	// makes the cluster unavailable.
+	waitFor(t, "a STORE through a surviving node", func() bool {
+		_, err := worker.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagSeen}}, nil).Collect()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeUnavailable {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
 }
 
 // TestNoQuorum: on a node cut off from the majority, reads that

@@ -42,7 +42,7 @@ type env struct {
 func newEnv(t testing.TB, opts cluster.Options) *env {
 	t.Helper()
 	c := cluster.New(t, opts)
-	cluster.Retry(t, "add domain", func() error {
+	cluster.RetryIdempotent(t, "add domain", func() error {
 		err := c.Node(c.Leader()).Store().AddDomain(ctxT(t), domain)
 		if errors.Is(err, replication.ErrDomainExists) {
 			return nil
@@ -62,7 +62,7 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 	if len(quota) > 1 {
 		u.QuotaMessages = quota[1]
 	}
-	cluster.Retry(t, "add user "+u.Address, func() error {
+	cluster.RetryIdempotent(t, "add user "+u.Address, func() error {
 		_, err := e.c.Node(e.c.Leader()).Store().AddUser(ctxT(t), u)
 		if errors.Is(err, replication.ErrAccountExists) {
 			return nil // an earlier attempt was committed after all
@@ -72,15 +72,11 @@ func (e *env) user(t testing.TB, local string, quota ...int64) string {
 	return u.Address
 }
 
-// deliver stores a message for user through node i (as SMTP would).
+// deliver stores a message for user's INBOX through node i (as SMTP
+// would), exactly once even across an election (see cluster.Deliver).
 func (e *env) deliver(t testing.TB, i int, user string, body []byte) {
 	t.Helper()
-	var d replication.Delivered
-	cluster.Retry(t, fmt.Sprintf("deliver through node %d", i), func() (err error) {
-		d, err = e.c.Node(i).Store().Deliver(ctxT(t), bytes.NewReader(body),
-			[]replication.Recipient{{Account: user}}, time.Now(), 0)
-		return err
-	})
+	d := cluster.Deliver(t, e.c.Node(i), body, []replication.Recipient{{Account: user}})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
 	}
@@ -323,12 +319,24 @@ func expectCode(t testing.TB, err error, typ imap.StatusResponseType, code imap.
 	}
 }
 
+// mustSelect selects a mailbox. SELECT passes a read barrier, which an
+// election can make fail with NO [UNAVAILABLE] for a while: it is asked
+// again then (opening a mailbox changes nothing).
 func mustSelect(t testing.TB, c *imapclient.Client, name string, readOnly bool) *imap.SelectData {
 	t.Helper()
-	d, err := c.Select(name, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
-	if err != nil {
-		t.Fatalf("SELECT %s: %v", name, err)
-	}
+	var d *imap.SelectData
+	waitFor(t, "SELECT "+name, func() bool {
+		var err error
+		d, err = c.Select(name, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeUnavailable {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("SELECT %s: %v", name, err)
+		}
+		return true
+	})
 	// imapclient (v2.0.0-beta.8) completes the command before it records
 	// the selected mailbox (completeCommand signals Wait, then sets
 	// c.mailbox): wait for that, or c.Mailbox() may still be nil.

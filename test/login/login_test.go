@@ -51,14 +51,14 @@ func newCluster(t *testing.T, nodes int, limits auth.LimiterOptions, change func
 			change(cfg)
 		}
 	}})
-	cluster.Retry(t, "add domain", func() error {
+	cluster.RetryIdempotent(t, "add domain", func() error {
 		err := c.Node(c.Leader()).Store().AddDomain(ctxT(t), domain)
 		if errors.Is(err, replication.ErrDomainExists) {
 			return nil
 		}
 		return err
 	})
-	cluster.Retry(t, "add user", func() error {
+	cluster.RetryIdempotent(t, "add user", func() error {
 		_, err := c.Node(c.Leader()).Store().AddUser(ctxT(t), replication.NewUser{Address: user, Password: password})
 		if errors.Is(err, replication.ErrAccountExists) {
 			return nil

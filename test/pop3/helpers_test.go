@@ -30,15 +30,18 @@ func addr(user string) string { return user + "@example.test" }
 func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 	t.Helper()
 	s := c.Node(c.Leader()).Store()
-	cluster.Retry(t, "add the domain", func() error {
+	cluster.RetryIdempotent(t, "add the domain", func() error {
 		if err := s.AddDomain(ctxT(t), "example.test"); !errors.Is(err, replication.ErrDomainExists) {
 			return err
 		}
 		return nil
 	})
 	for _, u := range users {
-		cluster.Retry(t, "add "+u, func() error {
+		cluster.RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: addr(u), Password: password})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil // an earlier attempt of unknown outcome was committed
+			}
 			return err
 		})
 	}
@@ -48,11 +51,7 @@ func addUsers(t testing.TB, c *cluster.Cluster, users ...string) {
 // octets, committed before it returns.
 func deliver(t testing.TB, n *node.Node, user string, body []byte) {
 	t.Helper()
-	var d replication.Delivered
-	cluster.Retry(t, "deliver via "+n.ID(), func() (err error) {
-		d, err = n.Store().Deliver(ctxT(t), bytes.NewReader(body), []replication.Recipient{{Account: addr(user)}}, time.Now(), 0)
-		return err
-	})
+	d := cluster.Deliver(t, n, body, []replication.Recipient{{Account: addr(user)}})
 	if err := d.Results[0].Err(); err != nil {
 		t.Fatalf("deliver to %s: %v", user, err)
 	}
@@ -134,13 +133,24 @@ func dial(t testing.TB, c *cluster.Cluster, i int, implicitTLS bool) *Client {
 }
 
 // login dials member i and logs user in.
+// A login that answers -ERR [SYS/TEMP] (its read barrier met an election)
+// is tried again on a new connection: opening the maildrop changes
+// nothing.
 func login(t testing.TB, c *cluster.Cluster, i int, user string) *Client {
 	t.Helper()
-	cl := dial(t, c, i, false)
-	if err := cl.Login(addr(user), password); err != nil {
-		t.Fatalf("login %s on %s: %v", user, c.Members[i].ID, err)
+	deadline := time.Now().Add(cluster.RetryWindow)
+	for {
+		cl := dial(t, c, i, false)
+		err := cl.Login(addr(user), password)
+		if err == nil {
+			return cl
+		}
+		if !IsErr(err, "-ERR [SYS/TEMP] ") || time.Now().After(deadline) {
+			t.Fatalf("login %s on %s: %v", user, c.Members[i].ID, err)
+		}
+		cl.Close()
+		time.Sleep(50 * time.Millisecond)
 	}
-	return cl
 }
 
 func must[T any](t testing.TB) func(T, error) T {
@@ -158,13 +168,15 @@ func must[T any](t testing.TB) func(T, error) T {
 func inbox(t testing.TB, c *cluster.Cluster, i int, user string) ([]uint32, map[uint32]state.Flags) {
 	t.Helper()
 	s := c.Node(i).Store()
-	mb, err := s.OpenMailbox(ctxT(t), addr(user), "INBOX")
-	if err != nil {
-		t.Fatalf("open INBOX on %s: %v", c.Members[i].ID, err)
-	}
+	// The barrier fails for a while during an election: open again then.
+	var mb replication.OpenedMailbox
+	cluster.Retry(t, "open INBOX on "+c.Members[i].ID, func() (err error) {
+		mb, err = s.OpenMailbox(ctxT(t), addr(user), "INBOX")
+		return err
+	})
 	flags := map[uint32]state.Flags{}
 	var uids []uint32
-	err = s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
+	err := s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
 		uids = append(uids, m.UID)
 		flags[m.UID] = m.Flags
 		return nil

@@ -40,10 +40,18 @@ func newCluster(t *testing.T, configure func(i int, cfg *node.Config), users ...
 	t.Helper()
 	c := cluster.New(t, cluster.Options{Configure: configure})
 	s := c.Node(c.Leader()).Store()
-	cluster.Retry(t, "add the domain", func() error { return s.AddDomain(ctxT(t), domain) })
+	cluster.RetryIdempotent(t, "add the domain", func() error {
+		if err := s.AddDomain(ctxT(t), domain); !errors.Is(err, replication.ErrDomainExists) {
+			return err
+		}
+		return nil // an earlier attempt of unknown outcome was committed
+	})
 	for _, u := range users {
-		cluster.Retry(t, "add "+u, func() error {
+		cluster.RetryIdempotent(t, "add "+u, func() error {
 			_, err := s.AddUser(ctxT(t), replication.NewUser{Address: u + "@" + domain, Password: password})
+			if errors.Is(err, replication.ErrAccountExists) {
+				return nil
+			}
 			return err
 		})
 	}
@@ -117,6 +125,39 @@ func send(cl *gosmtp.Client, from string, to []string, body io.Reader) error {
 	return w.Close()
 }
 
+// sendPatiently sends body through node i's MX port as a patient sender
+// does across an election: after a 451 that says the cluster has no
+// quorum (at MAIL or RCPT, or "NOT stored" after the data) it sends the
+// same message again on a new connection. After a 451 that says it may
+// have been stored, it settles the cluster and asks stored (which must
+// read through a read barrier) whether it was, and sends again only if
+// not; with stored nil that answer is returned. Every other answer is
+// returned: what the test asserts about.
+func sendPatiently(t testing.TB, c *cluster.Cluster, i int, from string, to []string, body string, stored func() bool) error {
+	t.Helper()
+	deadline := time.Now().Add(cluster.RetryWindow)
+	for {
+		cl := dialMX(t, c, i)
+		err := send(cl, from, to, strings.NewReader(body))
+		_ = cl.Close()
+		var se *gosmtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 451 || time.Now().After(deadline) {
+			return err
+		}
+		switch {
+		case strings.Contains(se.Message, "may have been stored") && stored != nil:
+			cluster.Settle(t, c.Node(i))
+			if stored() {
+				return nil
+			}
+		case strings.Contains(se.Message, "cannot reach a quorum"):
+		default:
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // stored is one message as a node's store returns it.
 type stored struct {
 	state.Message
@@ -154,12 +195,14 @@ func mailboxEventually(t testing.TB, c *cluster.Cluster, i int, user string) []s
 
 func readMailbox(t testing.TB, c *cluster.Cluster, i int, user string) ([]stored, error) {
 	s := c.Node(i).Store()
-	mb, err := s.OpenMailbox(ctxT(t), addr(user), "INBOX")
-	if err != nil {
-		return nil, err
-	}
+	// The barrier fails for a while during an election: open again then.
+	var mb replication.OpenedMailbox
+	cluster.Retry(t, fmt.Sprintf("open INBOX on node%d", i+1), func() (err error) {
+		mb, err = s.OpenMailbox(ctxT(t), addr(user), "INBOX")
+		return err
+	})
 	var out []stored
-	err = s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
+	err := s.Messages(ctxT(t), addr(user), mb.ID, 1, 0, func(m state.Message) error {
 		b, err := s.OpenBody(ctxT(t), m.Blob)
 		if err != nil {
 			return err
