@@ -11,6 +11,7 @@ import (
 	"github.com/mailcluster/mailcluster/dnsclient"
 	"github.com/mailcluster/mailcluster/mailauth/srs"
 	"github.com/mailcluster/mailcluster/outbound"
+	"github.com/mailcluster/mailcluster/replication/state"
 )
 
 // The outbound queue's wiring: every node runs a dispatch.Worker with its
@@ -97,6 +98,11 @@ func (n *Node) queueClockTask(ctx context.Context) {
 	}
 	tick := time.NewTicker(queueTickEvery)
 	defer tick.Stop()
+	// New entries are claimable only after a tick that follows them
+	// (state's clockReadSince): tick at once when they appear, so mail
+	// queued after a quiet spell does not wait for the next second.
+	sub := n.store.Feed().SubscribeQueue()
+	defer sub.Close()
 	first := true
 	for {
 		if st, err := n.store.QueueStats(ctx); first || (err == nil && st.Len > 0) {
@@ -109,12 +115,33 @@ func (n *Node) queueClockTask(ctx context.Context) {
 				first = false
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				break wait
+			case <-sub.Ready():
+				if queueGrew(sub.Next()) {
+					break wait
+				} // else a tick's own event: wait on
+			}
 		}
 	}
+}
+
+// queueGrew reports whether events include new or retried entries.
+func queueGrew(events []state.Event, overflow bool) bool {
+	if overflow {
+		return true
+	}
+	for _, e := range events {
+		if _, ok := e.(state.QueueChanged); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // dkimKeysTask (a leader task) gives every local domain without an active

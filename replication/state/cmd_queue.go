@@ -17,6 +17,11 @@ func (a *applier) queueTick(c *QueueTick) (Result, error) {
 	if c.Time < 0 {
 		return nil, ErrInvalidArgument
 	}
+	// Every tick records its index, whether or not it moves the clock: it
+	// says the clock was read after everything before it in the log.
+	if err := a.meta.Put(metaQueueTick, u64(a.index)); err != nil {
+		return nil, err
+	}
 	if c.Time > a.queueNow() {
 		if err := a.meta.Put(metaQueueNow, u64(uint64(c.Time))); err != nil {
 			return nil, err
@@ -35,7 +40,7 @@ func leaseUntil(now, lease int64) (int64, error) {
 }
 
 func (a *applier) queueClaim(c *QueueClaim) (Result, error) {
-	now := a.queueNow()
+	now, tick := a.queueNow(), queueTickIndex(a.meta)
 	until, err := leaseUntil(now, c.Lease)
 	if err != nil || c.Node == "" {
 		return nil, ErrInvalidArgument
@@ -46,7 +51,7 @@ func (a *applier) queueClaim(c *QueueClaim) (Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !ok || r.NextAttempt > now || r.lease().Held(now) {
+		if !ok || r.NextAttempt > now || r.lease().Held(now) || !clockReadSince(id, tick) {
 			continue
 		}
 		r.setLease(Lease{Holder: c.Node, Token: a.index, Until: until})

@@ -85,9 +85,10 @@ type model struct {
 	index    uint64
 	now      int64
 
-	queue    map[QueueID]*mQueue
-	queueNow int64
-	tokens   []uint64 // every claim token issued
+	queue     map[QueueID]*mQueue
+	queueNow  int64
+	queueTick uint64   // index of the last QueueTick
+	tokens    []uint64 // every claim token issued
 }
 
 // mQueue is one queue entry of the model.
@@ -265,13 +266,14 @@ func (m *model) apply(cmd Command, index uint64) Result {
 		return res
 	case *QueueTick:
 		m.queueNow = max(m.queueNow, c.Time)
+		m.queueTick = index
 		return Done{}
 	case *QueueClaim:
 		m.now = c.Time
 		res := ClaimResult{Token: index}
 		for _, id := range c.IDs {
 			e := m.queue[id]
-			if e == nil || e.next > m.queueNow || m.held(e) {
+			if e == nil || e.next > m.queueNow || m.held(e) || m.queueTick <= id.Index {
 				continue
 			}
 			e.lease = Lease{Holder: c.Node, Token: index, Until: m.queueNow + c.Lease}
@@ -1102,7 +1104,7 @@ func (p *propTest) check() {
 			return err
 		}
 		for id, e := range p.m.queue {
-			if e.next <= p.m.queueNow && !p.m.held(e) {
+			if e.next <= p.m.queueNow && !p.m.held(e) && p.m.queueTick > id.Index {
 				wantDue = append(wantDue, id)
 			}
 		}

@@ -195,6 +195,21 @@ func queueNow(meta interface{ Get([]byte) []byte }) int64 {
 	return 0
 }
 
+func queueTickIndex(meta interface{ Get([]byte) []byte }) uint64 {
+	if v := meta.Get(metaQueueTick); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// clockReadSince reports whether the queue clock was written (by a tick
+// at index tick) after the entry was created. Until then the clock may be
+// far behind real time (the leader ticks only while the queue has
+// entries), and a lease reckoned from it would have run out at the next
+// tick: another node could then send the message a second time. So an
+// entry is claimed only after a tick that follows its creation.
+func clockReadSince(id QueueID, tick uint64) bool { return tick > id.Index }
+
 // QueueEntry returns one queue entry (ErrNoSuchQueueEntry).
 func (t *Tx) QueueEntry(id QueueID) (QueueEntry, error) {
 	v := t.bucket(bktQueue).Get(queueKey(id))
@@ -209,9 +224,11 @@ func (t *Tx) QueueEntry(id QueueID) (QueueEntry, error) {
 }
 
 // QueueDue calls fn, oldest next attempt first, for at most limit entries
-// (0: no limit) that are due at queue time now: NextAttempt <= now and no
-// lease running (none, or Until <= now).
+// (0: no limit) that are due at queue time now: NextAttempt <= now, no
+// lease running (none, or Until <= now), and the queue clock ticked since
+// the entry was created (see clockReadSince).
 func (t *Tx) QueueDue(now int64, limit int, fn func(QueueEntry) error) error {
+	tick := queueTickIndex(t.bucket(bktMeta))
 	q := t.bucket(bktQueue)
 	c := t.bucket(bktQueueDue).Cursor()
 	n := 0
@@ -232,7 +249,7 @@ func (t *Tx) QueueDue(now int64, limit int, fn func(QueueEntry) error) error {
 			return err
 		}
 		e := r.view(id)
-		if !e.Due(now) {
+		if !e.Due(now) || !clockReadSince(id, tick) {
 			continue
 		}
 		if err := fn(e); err != nil {

@@ -71,6 +71,11 @@ func (h *harness) enqueue(n int, local bool, to ...string) []QueueID {
 	if len(r.Queued) != len(to) {
 		h.tb.Fatalf("queued %v for %d remote recipients", r.Queued, len(to))
 	}
+	// The leader's clock task ticks once entries exist: only then are they
+	// claimable (see clockReadSince).
+	var now int64
+	h.view(func(tx *Tx) error { now = tx.QueueNow(); return nil })
+	h.tick(now)
 	return r.Queued
 }
 
@@ -81,13 +86,14 @@ func TestDeliverWithRemoteTargetsIsOneCommit(t *testing.T) {
 	h.setup()
 	h.tick(t0)
 	ids := h.enqueue(1, true, "carol@remote.test", "dave@remote.test")
-	if ids[0].Index != h.index || ids[0].N != 0 || ids[1] != (QueueID{Index: h.index, N: 1}) {
+	// The index before the tick that enqueue applies.
+	if ids[0].Index != h.index-1 || ids[0].N != 0 || ids[1] != (QueueID{Index: h.index - 1, N: 1}) {
 		t.Fatalf("queue IDs %v at index %d", ids, h.index)
 	}
 	e := h.mustQueueEntry(ids[1])
 	want := QueueEntry{ID: ids[1], Blob: blobID(1), Size: 100, From: "alice@example.org", To: "dave@remote.test",
 		Notify: NotifyFailure | NotifyDelay, Ret: "HDRS", EnvID: "env1", Account: "alice@example.org",
-		Created: h.now, Expires: t0 + 5*86400*sec, DelayDSNAt: t0 + 4*3600*sec, NextAttempt: t0}
+		Created: h.now - sec /* the Deliver's time, before enqueue's tick */, Expires: t0 + 5*86400*sec, DelayDSNAt: t0 + 4*3600*sec, NextAttempt: t0}
 	if e != want {
 		t.Fatalf("entry\n %+v\nwant\n %+v", e, want)
 	}
@@ -540,5 +546,40 @@ func TestQueueCommandsRoundTrip(t *testing.T) {
 		if _, err := ParseQueueID(bad); err == nil {
 			t.Errorf("ParseQueueID(%q) accepted", bad)
 		}
+	}
+}
+
+// Entries are claimed only once the queue clock was written after they
+// were created. The leader ticks only while the queue has entries, so
+// after a quiet spell the clock can be far behind: a lease reckoned from
+// it would have run out at the next tick, and another node could send the
+// message again while the first still is (seen in make bench: messages
+// sent twice after the queue had been empty a while).
+func TestEntriesWaitForATickAfterTheyWereQueued(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	h.tick(t0) // the last tick, long ago
+	c := &Deliver{Blob: blobID(1), Size: 100, Summary: []byte("s"),
+		Remote: []QueueTarget{{From: "alice@example.org", To: "carol@remote.test", Expires: t0 + 86400*sec}}}
+	id := must[DeliverResult](h, c).Queued[0]
+	if due := h.due(); len(due) != 0 {
+		t.Fatalf("due before any tick since it was queued: %v", due)
+	}
+	if got := must[ClaimResult](h, &QueueClaim{Node: "n1", IDs: []QueueID{id}, Lease: 10 * sec}); len(got.Granted) != 0 {
+		t.Fatalf("claimed with the stale clock: %+v", got)
+	}
+	later := t0 + 3600*sec // the leader's clock, an hour on
+	h.tick(later)
+	got := must[ClaimResult](h, &QueueClaim{Node: "n1", IDs: []QueueID{id}, Lease: 10 * sec})
+	if len(got.Granted) != 1 {
+		t.Fatalf("not claimed after a tick: %+v", got)
+	}
+	if e := h.mustQueueEntry(id); e.Lease.Until != later+10*sec {
+		t.Fatalf("lease until %d, want the fresh clock + lease %d", e.Lease.Until, later+10*sec)
+	}
+	// The next second's tick does not free it for another node.
+	h.tick(later + sec)
+	if got := must[ClaimResult](h, &QueueClaim{Node: "n2", IDs: []QueueID{id}, Lease: 10 * sec}); len(got.Granted) != 0 {
+		t.Fatalf("a second node claimed a lease still running: %+v", got)
 	}
 }

@@ -47,6 +47,7 @@ var (
 	metaNextMailbox     = []byte("next_mailbox")     // u64, last issued mailbox ID
 	metaLastUIDValidity = []byte("last_uidvalidity") // u32, last issued UIDVALIDITY
 	metaQueueNow        = []byte("queue_now")        // i64, the queue clock (QueueTick); absent: 0
+	metaQueueTick       = []byte("queue_tick")       // u64, log index of the last QueueTick; absent: 0
 )
 
 // IndexedFlag names a flag index kept per mailbox.

@@ -60,6 +60,9 @@ func TestQueueLeaseMovesToAnotherNodeWhenTheHolderDies(t *testing.T) {
 		t.Fatalf("delivered %+v", d)
 	}
 	id := d.Queued[0]
+	// The leader's clock task ticks once entries exist: only an entry the
+	// clock was read after is claimable.
+	tick(t0)
 	if got := inbox(t, c.Node(leader), "alice"); !sameSet(got, sums(body)) {
 		t.Fatal("the local copy is missing")
 	}
