@@ -49,6 +49,13 @@ type outsideListing struct {
 // Unlike `mailcluster dev`, it listens where it is told (0.0.0.0 in a
 // container): never run it on a host whose ports face a real network.
 func cmdOutside(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runOutside(ctx, args, stdout, stderr)
+}
+
+// runOutside serves until ctx ends.
+func runOutside(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("outside", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dnsAddr := fs.String("dns", "127.0.0.1:5353", "DNS listen address (UDP and TCP)")
@@ -91,8 +98,6 @@ func cmdOutside(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sink.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	if *httpAddr != "" {
 		hl, err := net.Listen("tcp", *httpAddr)
