@@ -34,9 +34,12 @@ type Compose struct {
 	Dir string
 	// Project is the compose project name (default "mailcluster-chaos").
 	Project string
-	// PortPrefix is the first digit of the published ports (default 4:
-	// node1 SMTP on 127.0.0.1:41025), so a cluster started by hand with the
-	// default prefix 2 can keep running.
+	// PortPrefix is the first digit of the published ports (default 1:
+	// node1 SMTP on 127.0.0.1:11025, the outside listing on 10080), so a
+	// cluster started by hand with the default prefix 2 can keep running.
+	// Prefix 1 keeps them below the kernel's ephemeral range (32768 up), where
+	// any local process asking for a free port (a test's 127.0.0.1:0) could
+	// take one while a killed node's container is down.
 	PortPrefix int
 	// ClusterNet is the first three octets of the cluster network's /24
 	// (default 10.229.77); ClientNet that of the client network (default
@@ -93,7 +96,7 @@ func (d *Compose) Up(ctx context.Context) error {
 		d.Project = "mailcluster-chaos"
 	}
 	if d.PortPrefix == 0 {
-		d.PortPrefix = 4
+		d.PortPrefix = 1
 	}
 	if d.ClusterNet == "" {
 		d.ClusterNet = "10.229.77"

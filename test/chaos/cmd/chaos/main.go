@@ -4,15 +4,16 @@
 // checks after every fault that no acknowledged message was lost,
 // duplicated or altered. A share of the mail goes through submission to
 // outside recipients, whose MX is a fourth container (mailcluster outside):
-// every acknowledged one must reach it once the queue has drained. It prints a table, writes it (and a JSON report)
-// to -report, and exits 1 if any promise was broken.
+// every acknowledged one must reach it once the queue has drained. It
+// prints a table, writes it (and a JSON report) to -report, and exits 1 if
+// any promise was broken.
 //
 //	go run ./test/chaos/cmd/chaos                      # short: every fault once (make chaos)
 //	go run ./test/chaos/cmd/chaos -duration 30m        # long: faults in shuffled rounds (make chaos-long)
 //
 // It needs the static binary in bin/mailcluster (make build), docker and
-// docker-compose. Ports are published on 127.0.0.1 only (prefix 4: node1
-// SMTP on 41025).
+// docker-compose. Ports are published on 127.0.0.1 only (prefix 1: node1
+// SMTP on 11025, below the ephemeral port range).
 package main
 
 import (
@@ -48,7 +49,7 @@ func run() int {
 		drain      = flag.Duration("outside-drain", 2*time.Minute, "how long the outbound queue may take to empty after the senders stopped")
 		hold       = flag.Duration("hold", 6*time.Second, "how long each fault lasts at least")
 		target     = flag.Duration("unavailability-target", 3*time.Second, "fail if writes stay unavailable longer than this (p50) after a leader kill; 0: do not check")
-		prefix     = flag.Int("port-prefix", 4, "first digit of the published ports (node1 SMTP on 127.0.0.1:<p>1025)")
+		prefix     = flag.Int("port-prefix", 1, "first digit of the published ports (node1 SMTP on 127.0.0.1:<p>1025, the outside listing on <p>0080)")
 		clusterNet = flag.String("cluster-net", "10.229.77", "first three octets of the cluster network's /24")
 		clientNet  = flag.String("client-net", "10.229.78", "first three octets of the client network's /24")
 	)
