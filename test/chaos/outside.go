@@ -18,12 +18,14 @@ import (
 // once the lease runs out. Those duplicates are counted, not violations; a
 // duplicate with no fault near its first copy is one.
 type OutsideResult struct {
-	Sent    int `json:"sent"`    // messages with an outside recipient the workload started
-	Acked   int `json:"acked"`   // of them acknowledged (250 to the submission)
-	Maybe   int `json:"maybe"`   // outcome unknown: may arrive once, or never
-	Refused int `json:"refused"` // refused and given up: must never arrive
-	Mixed   int `json:"mixed"`   // acknowledged ones that had a local recipient too
-	Arrived int `json:"arrived"` // acknowledged recipients that reached the sink
+	Sent  int `json:"sent"`  // messages with an outside recipient the workload started
+	Acked int `json:"acked"` // of them acknowledged (250 to the submission)
+	Maybe int `json:"maybe"` // outcome unknown: may arrive once, or never
+	// MaybeArrived counts the unknown ones that did arrive.
+	MaybeArrived int `json:"maybe_arrived"`
+	Refused      int `json:"refused"` // refused and given up: must never arrive
+	Mixed        int `json:"mixed"`   // acknowledged ones that had a local recipient too
+	Arrived      int `json:"arrived"` // acknowledged recipients that reached the sink
 	// Duplicates counts the copies beyond the first, of any recipient;
 	// DuplicatesNoFault those whose first copy arrived with no fault near.
 	Duplicates        int      `json:"duplicates"`
@@ -157,6 +159,9 @@ func (r *runner) checkOutside(ctx context.Context, ow OutsideWorld, drained time
 			res.Arrived++
 		case StatusMaybe:
 			res.Maybe++
+			if len(copies) > 0 {
+				res.MaybeArrived++
+			}
 		default:
 			res.Refused++
 			if len(copies) > 0 {

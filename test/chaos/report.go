@@ -160,7 +160,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	sort.Strings(ops)
 	row("IMAP operations", strings.Join(ops, "; "))
 	if o := rep.Outside; o != nil {
-		row("outside: sent / acknowledged (of them also local) / outcome unknown / refused", fmt.Sprintf("%d / %d (%d) / %d / %d", o.Sent, o.Acked, o.Mixed, o.Maybe, o.Refused))
+		row("outside: sent / acknowledged (of them also local) / outcome unknown (of them arrived) / refused", fmt.Sprintf("%d / %d (%d) / %d (%d) / %d", o.Sent, o.Acked, o.Mixed, o.Maybe, o.MaybeArrived, o.Refused))
 		row("outside: acknowledged recipients that reached the sink", fmt.Sprintf("%d of %d", o.Arrived, o.Acked))
 		row("outside: duplicates (remote's 250 in, sender died before committing it)", fmt.Sprintf("%d (with no fault near: %d)", o.Duplicates, o.DuplicatesNoFault))
 		row("outside: lost (acknowledged, never arrived)", o.Lost)
