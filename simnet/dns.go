@@ -66,15 +66,23 @@ func NewDNS(addr string) (*DNS, error) {
 	if err := checkLoopback(addr); err != nil {
 		return nil, err
 	}
+	pc, ln, err := listenBoth(addr)
+	if err != nil {
+		return nil, err
+	}
+	return NewDNSOn(pc, ln), nil
+}
+
+// NewDNSOn serves on sockets the caller opened (UDP and TCP, normally on
+// one port), wherever they listen: the escape from the loopback rule for a
+// process that is itself the outside world of a test network (the chaos
+// suite's outside container). It serves until Close.
+func NewDNSOn(pc net.PacketConn, ln net.Listener) *DNS {
 	d := &DNS{
 		records:   make(map[rrKey][]dns.RR),
 		names:     make(map[string]int),
 		failures:  make(map[string]Failure),
 		authentic: make(map[string]bool),
-	}
-	pc, ln, err := listenBoth(addr)
-	if err != nil {
-		return nil, err
 	}
 	d.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(d.serve)
@@ -86,7 +94,7 @@ func NewDNS(addr string) (*DNS, error) {
 		go func() { _ = s.ActivateAndServe() }()
 		<-started
 	}
-	return d, nil
+	return d
 }
 
 // listenBoth opens UDP and TCP on one port. With port 0 it retries when

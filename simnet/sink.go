@@ -41,6 +41,11 @@ type SinkOptions struct {
 	// Users, when set, makes the sink a relay that requires AUTH PLAIN
 	// with one of these user → password pairs before MAIL.
 	Users map[string]string
+	// Listener, when set, is served instead of listening on Addr, wherever
+	// it listens: the escape from the loopback rule for a process that is
+	// itself the outside world of a test network (the chaos suite's outside
+	// container). The sink closes it.
+	Listener net.Listener
 }
 
 // Message is one message the sink answered 250 to (or, in Abandoned, one
@@ -112,8 +117,10 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	if err := checkLoopback(opts.Addr); err != nil {
-		return nil, err
+	if opts.Listener == nil {
+		if err := checkLoopback(opts.Addr); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = DefaultSinkHost
@@ -126,9 +133,12 @@ func NewSink(opts SinkOptions) (*Sink, error) {
 			return nil, fmt.Errorf("simnet sink: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("simnet sink: %w", err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", opts.Addr); err != nil {
+			return nil, fmt.Errorf("simnet sink: %w", err)
+		}
 	}
 	s := &Sink{
 		opts:        opts,

@@ -54,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"dkim":   cmdDKIM,
 		"dns":    cmdDNS,
 		"queue":  cmdQueue,
+
+		"outside": cmdOutside, // hidden (not in the usage): the chaos suite's outside world in a container
 	}
 	name, rest := args[0], args[1:]
 	switch name {

@@ -7,9 +7,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,9 +34,12 @@ type Compose struct {
 	Dir string
 	// Project is the compose project name (default "mailcluster-chaos").
 	Project string
-	// PortPrefix is the first digit of the published ports (default 4:
-	// node1 SMTP on 127.0.0.1:41025), so a cluster started by hand with the
-	// default prefix 2 can keep running.
+	// PortPrefix is the first digit of the published ports (default 1:
+	// node1 SMTP on 127.0.0.1:11025, the outside listing on 10080), so a
+	// cluster started by hand with the default prefix 2 can keep running.
+	// Prefix 1 keeps them below the kernel's ephemeral range (32768 up), where
+	// any local process asking for a free port (a test's 127.0.0.1:0) could
+	// take one while a killed node's container is down.
 	PortPrefix int
 	// ClusterNet is the first three octets of the cluster network's /24
 	// (default 10.229.77); ClientNet that of the client network (default
@@ -46,8 +51,12 @@ type Compose struct {
 	// Build rebuilds the image first (docker-compose build).
 	Build bool
 	// Env adds MAILCLUSTER_* settings to every node.
-	Env  map[string]string
-	Logf func(format string, args ...any)
+	Env map[string]string
+	// Outside adds the outside container (test/chaos/docker-compose.outside.yml):
+	// the nodes resolve through its DNS and send mail for other domains to
+	// its sink, which Arrivals reads.
+	Outside bool
+	Logf    func(format string, args ...any)
 
 	secret, token string
 	clientTLS     *tls.Config
@@ -69,7 +78,10 @@ func (d *Compose) port(i int, base int) string {
 	return fmt.Sprintf("127.0.0.1:%d%d%03d", d.PortPrefix, i+1, base)
 }
 
-func (d *Compose) SMTPAddr(i int) string  { return d.port(i, 25) }
+func (d *Compose) SMTPAddr(i int) string { return d.port(i, 25) }
+func (d *Compose) SubmissionsAddr(i int) string {
+	return d.port(i, 465)
+}
 func (d *Compose) IMAPSAddr(i int) string { return d.port(i, 993) }
 func (d *Compose) HTTPAddr(i int) string  { return d.port(i, 80) }
 func (d *Compose) AdminToken() string     { return d.token }
@@ -84,7 +96,7 @@ func (d *Compose) Up(ctx context.Context) error {
 		d.Project = "mailcluster-chaos"
 	}
 	if d.PortPrefix == 0 {
-		d.PortPrefix = 4
+		d.PortPrefix = 1
 	}
 	if d.ClusterNet == "" {
 		d.ClusterNet = "10.229.77"
@@ -106,6 +118,18 @@ func (d *Compose) Up(ctx context.Context) error {
 	}
 	d.clientTLS = &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	env := fmt.Sprintf("MAILCLUSTER_SECRET=%s\nMAILCLUSTER_ADMIN_TOKEN=%s\nMAILCLUSTER_LOG_LEVEL=info\n", d.secret, d.token)
+	if d.Outside {
+		// Every lookup goes to the outside container, every MX is its sink
+		// on port 25, and deferred mail is tried again within seconds.
+		env += fmt.Sprintf("MAILCLUSTER_DNS_SERVERS=%s.250:53\nMAILCLUSTER_SMTP_REMOTE_PORT=25\nMAILCLUSTER_OUTBOUND_RETRY=1s,2s,5s\n", d.ClientNet)
+		// The sink (uid 65532 in the container) writes its .eml files here.
+		if err := os.MkdirAll(d.outsideDir(), 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(d.outsideDir(), 0o777); err != nil {
+			return err
+		}
+	}
 	for k, v := range d.Env {
 		env += k + "=" + v + "\n"
 	}
@@ -161,10 +185,19 @@ func (d *Compose) Down(ctx context.Context, keep bool) error {
 	return d.compose(ctx, "down", "-v", "--remove-orphans")
 }
 
+func (d *Compose) outsideDir() string { return filepath.Join(d.Work, "outside") }
+
 func (d *Compose) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"--ansi", "never", "-p", d.Project, "-f", filepath.Join(d.Dir, "docker-compose.yml")}, args...)...)
+	files := []string{"-f", filepath.Join(d.Dir, "docker-compose.yml")}
+	if d.Outside {
+		files = append(files, "-f", filepath.Join(d.Dir, "test", "chaos", "docker-compose.outside.yml"))
+	}
+	// The project folder stays the repository root (relative paths and the
+	// build context resolve from the first file's folder).
+	cmd := exec.CommandContext(ctx, "docker-compose", append(append([]string{"--ansi", "never", "-p", d.Project, "--project-directory", d.Dir}, files...), args...)...)
 	cmd.Dir = d.Dir
 	cmd.Env = append(os.Environ(),
+		"MAILCLUSTER_OUTSIDE_DIR="+d.outsideDir(),
 		"MAILCLUSTER_ENV_FILE="+filepath.Join(d.Work, "mailcluster.env"),
 		"MAILCLUSTER_TLS_DIR="+filepath.Join(d.Work, "tls"),
 		fmt.Sprintf("MAILCLUSTER_PORT_PREFIX=%d", d.PortPrefix),
@@ -279,6 +312,44 @@ func (d *Compose) Isolate(ctx context.Context, i int) error {
 func (d *Compose) Rejoin(ctx context.Context, i int) error {
 	_, err := docker(ctx, "network", "connect", "--ip", fmt.Sprintf("%s.%d", d.ClusterNet, 11+i), d.Project+"_cluster", d.id(i))
 	return err
+}
+
+// outsideListing is the answer of the outside container's GET /messages
+// (cmd/mailcluster/outside.go).
+type outsideListing struct {
+	Messages []struct {
+		N        int       `json:"n"`
+		To       []string  `json:"to"`
+		Received time.Time `json:"received"`
+		Data     []byte    `json:"data"`
+	} `json:"messages"`
+	Overlapped []string `json:"overlapped"`
+}
+
+// Arrivals reads the outside container's listing of what its sink stored.
+func (d *Compose) Arrivals(ctx context.Context) (Arrivals, error) {
+	var out Arrivals
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d0080/messages", d.PortPrefix), nil)
+	if err != nil {
+		return out, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return out, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
+	}
+	var l outsideListing
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		return out, fmt.Errorf("GET %s: %w", req.URL, err)
+	}
+	for _, m := range l.Messages {
+		out.Messages = append(out.Messages, Arrival{N: m.N, To: m.To, Received: m.Received, Data: m.Data})
+	}
+	out.Overlapped = l.Overlapped
+	return out, nil
 }
 
 // Holds asks node i's cluster port (over its client-network address, with

@@ -22,32 +22,38 @@ const adminToken = "chaos-in-process-admin-token"
 // "kill" is an abrupt shutdown in the same process, a partition is cut in
 // each node's network layer, and a node cannot be frozen.
 type inProcess struct {
-	c                *cluster.Cluster
-	smtp, imaps, web []string // pinned: the harness restarts nodes on their old ports
+	c                      *cluster.Cluster
+	smtp, subs, imaps, web []string // pinned: the harness restarts nodes on their old ports
 }
 
 func newInProcess(t *testing.T) *inProcess {
 	c := cluster.New(t, cluster.Options{Nodes: 3, Configure: func(_ int, cfg *node.Config) {
 		cfg.AdminToken = adminToken
+		// Short waits, so mail deferred by a fault leaves soon after it
+		// heals, and a dead sender's lease runs out quickly.
+		cfg.OutboundRetry = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}
+		cfg.OutboundLease = 5 * time.Second
 	}})
 	p := &inProcess{c: c}
 	for i := range 3 {
 		n := c.Node(i)
 		p.smtp = append(p.smtp, n.Endpoint(node.EndpointSMTP))
+		p.subs = append(p.subs, n.Endpoint(node.EndpointSubmissions))
 		p.imaps = append(p.imaps, n.Endpoint(node.EndpointIMAPS))
 		p.web = append(p.web, n.HTTPAddr())
 	}
 	return p
 }
 
-func (p *inProcess) Name() string                { return "in-process cluster (test/cluster)" }
-func (p *inProcess) Nodes() int                  { return len(p.smtp) }
-func (p *inProcess) SMTPAddr(i int) string       { return p.smtp[i] }
-func (p *inProcess) IMAPSAddr(i int) string      { return p.imaps[i] }
-func (p *inProcess) HTTPAddr(i int) string       { return p.web[i] }
-func (p *inProcess) AdminToken() string          { return adminToken }
-func (p *inProcess) ClientTLS() *tls.Config      { return p.c.ClientTLS() }
-func (p *inProcess) Supports(f chaos.Fault) bool { return f != chaos.FreezeLeader }
+func (p *inProcess) Name() string                 { return "in-process cluster (test/cluster)" }
+func (p *inProcess) Nodes() int                   { return len(p.smtp) }
+func (p *inProcess) SMTPAddr(i int) string        { return p.smtp[i] }
+func (p *inProcess) SubmissionsAddr(i int) string { return p.subs[i] }
+func (p *inProcess) IMAPSAddr(i int) string       { return p.imaps[i] }
+func (p *inProcess) HTTPAddr(i int) string        { return p.web[i] }
+func (p *inProcess) AdminToken() string           { return adminToken }
+func (p *inProcess) ClientTLS() *tls.Config       { return p.c.ClientTLS() }
+func (p *inProcess) Supports(f chaos.Fault) bool  { return f != chaos.FreezeLeader }
 
 func (p *inProcess) Kill(_ context.Context, i int) error  { p.c.Kill(i); return nil }
 func (p *inProcess) Start(_ context.Context, i int) error { p.c.Restart(i); return nil }
@@ -90,6 +96,16 @@ func (p *inProcess) Debug(reason string) string {
 
 func (p *inProcess) Rejoin(context.Context, int) error { p.c.Heal(); return nil }
 
+// Arrivals reads the harness's sink, the MX of every outside domain.
+func (p *inProcess) Arrivals(context.Context) (chaos.Arrivals, error) {
+	var out chaos.Arrivals
+	for _, m := range p.c.Sink().Messages() {
+		out.Messages = append(out.Messages, chaos.Arrival{N: m.N, To: m.To, Received: m.Received, Data: m.Data})
+	}
+	out.Overlapped = p.c.Sink().Overlapped()
+	return out, nil
+}
+
 func (p *inProcess) Holds(_ context.Context, i int, ids []blob.ID) ([]bool, error) {
 	store := p.c.Node(i).BlobStore()
 	out := make([]bool, len(ids))
@@ -104,14 +120,18 @@ func (p *inProcess) Holds(_ context.Context, i int, ids []blob.ID) ([]bool, erro
 // leader off, lose a disk, restart everything in turn — while SMTP senders
 // and IMAP workers keep going — and fails on any acknowledged message lost,
 // duplicated or altered, any broken UID promise, or any write the cut-off
-// side acknowledged.
+// side acknowledged. A quarter of the messages go to outside recipients
+// through submission; every acknowledged one must reach the harness's sink
+// once the outbound queue drained (duplicates near a fault are counted).
 func TestLedgerUnderFaultsInProcess(t *testing.T) {
 	p := newInProcess(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, p, chaos.Options{
-		Schedule:      []chaos.Fault{chaos.KillLeader, chaos.KillFollower, chaos.PartitionLeader, chaos.WipeNode, chaos.RollingRestart},
-		Load:          chaos.Load{Users: 2, Senders: 2, Rate: 25},
+		Schedule: []chaos.Fault{chaos.KillLeader, chaos.KillFollower, chaos.PartitionLeader, chaos.WipeNode, chaos.RollingRestart},
+		// A modest share to the outside: each is a login (an argon2id hash).
+		Load:          chaos.Load{Users: 2, Senders: 2, Rate: 25, Outside: 0.25},
+		OutsideDrain:  time.Minute,
 		Hold:          time.Second,
 		Warmup:        500 * time.Millisecond,
 		PartitionHold: 4 * time.Second, // the harness's propose timeout is 3 s

@@ -122,7 +122,8 @@ func (s State) String() string {
 // Message is one message in the ledger.
 type Message struct {
 	ID       string
-	User     string
+	User     string // the local recipient ("" for mail only to the outside)
+	Outside  string // the outside recipient ("" for local mail)
 	Size     int
 	Hash     [32]byte
 	Probe    bool // sent to measure unavailability
@@ -168,6 +169,11 @@ const (
 	VCheckFailed   = "check-failed"           // a node could not be read
 	VFaultNotRun   = "fault-not-injected"
 	VUnavailTarget = "unavailability-over-target"
+	// The outside recipients (outside.go).
+	VOutsideLost    = "outside-lost"              // acknowledged, never reached the sink (after the queue drained)
+	VOutsideDup     = "outside-duplicated"        // reached the sink twice with no fault near the first copy
+	VOutsideAltered = "outside-altered"           // reached the sink, not ending with the bytes sent
+	VQueueStuck     = "outside-queue-not-drained" // the outbound queue did not empty in time
 )
 
 // mailboxLog is everything ever seen of one mailbox.
@@ -214,7 +220,7 @@ func (l *Ledger) nextID() string {
 
 // add registers a message about to be sent.
 func (l *Ledger) add(out outgoing, probe bool) *Message {
-	m := &Message{ID: out.ID, User: out.To, Size: len(out.Data), Hash: sha256.Sum256(out.Data), Probe: probe}
+	m := &Message{ID: out.ID, User: out.To, Outside: out.Outside, Size: len(out.Data), Hash: sha256.Sum256(out.Data), Probe: probe}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.msgs[m.ID] = m
@@ -232,11 +238,14 @@ func (l *Ledger) attempt(m *Message, a Attempt) (retry bool) {
 	switch a.Outcome {
 	case OutcomeAcked:
 		m.Status = StatusAcked
-		m.Want, m.Alt = State{Mailbox: "INBOX"}, nil
+		m.Want, m.Alt = m.delivered(), nil
 		return false
 	case OutcomeUnknown:
 		m.Status = StatusMaybe
-		m.Want, m.Alt = State{Mailbox: "INBOX"}, &State{}
+		m.Want, m.Alt = m.delivered(), &State{}
+		if m.User == "" {
+			m.Alt = nil // for the outside only: in no mailbox either way
+		}
 		return false
 	case OutcomeRefused:
 		if len(a.Reply) >= 3 {
@@ -249,6 +258,15 @@ func (l *Ledger) attempt(m *Message, a Attempt) (retry bool) {
 		}
 	}
 	return true
+}
+
+// delivered is where an acknowledged message is: the local recipient's
+// INBOX, or no mailbox for a message only to the outside.
+func (m *Message) delivered() State {
+	if m.User == "" {
+		return State{}
+	}
+	return State{Mailbox: "INBOX"}
 }
 
 // giveUp marks a message whose retries ran out.

@@ -15,16 +15,52 @@ const Domain = "chaos.test"
 // outgoing is one message as the load generator sends it.
 type outgoing struct {
 	ID   string // Message-ID without angle brackets
-	To   string // recipient address
+	To   string // local recipient address ("" for mail only to the outside)
 	Data []byte // the whole message, CRLF line endings, no dot-stuffing
+	// Outside is the recipient outside the cluster ("" for local mail).
+	// Such mail goes through authenticated submission as From (the MX port
+	// refuses to relay), with Password.
+	Outside  string
+	From     string
+	Password string
 }
+
+// rcpts lists the envelope recipients.
+func (o outgoing) rcpts() []string {
+	var out []string
+	for _, a := range []string{o.To, o.Outside} {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// submitted reports whether the message goes through authenticated
+// submission.
+func (o outgoing) submitted() bool { return o.Password != "" }
 
 // newMessage builds a plain-text message of roughly size bytes with a unique
 // Message-ID. The body is random words, so no two bodies are equal.
 func newMessage(rng *rand.Rand, id, to string, size int) outgoing {
+	return compose(rng, outgoing{ID: id, To: to}, "sender@remote.example", size)
+}
+
+// newOutsideMessage builds a message from account u to outside, and to u
+// itself when local: it goes through submission.
+func newOutsideMessage(rng *rand.Rand, id string, u account, outside string, local bool, size int) outgoing {
+	out := outgoing{ID: id, Outside: outside, From: u.Address, Password: u.Password}
+	if local {
+		out.To = u.Address
+	}
+	return compose(rng, out, u.Address, size)
+}
+
+func compose(rng *rand.Rand, out outgoing, from string, size int) outgoing {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: Chaos Sender <sender@remote.example>\r\n")
-	fmt.Fprintf(&b, "To: <%s>\r\n", to)
+	id := out.ID
+	fmt.Fprintf(&b, "From: Chaos Sender <%s>\r\n", from)
+	fmt.Fprintf(&b, "To: <%s>\r\n", strings.Join(out.rcpts(), ">, <"))
 	fmt.Fprintf(&b, "Subject: chaos %s\r\n", id)
 	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().UTC().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Message-ID: <%s>\r\n", id)
@@ -46,7 +82,8 @@ func newMessage(rng *rand.Rand, id, to string, size int) outgoing {
 		line += len(w) + 1
 	}
 	b.WriteString("\r\n")
-	return outgoing{ID: id, To: to, Data: b.Bytes()}
+	out.Data = b.Bytes()
+	return out
 }
 
 var words = strings.Fields(`mail cluster raft quorum leader follower replica blob

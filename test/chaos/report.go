@@ -39,9 +39,12 @@ type Report struct {
 	Problems []Violation    `json:"violations"`
 	// CutoffAttempts and CutoffAcked add up what cut-off nodes were asked
 	// to write and how often they said yes (must be 0).
-	CutoffAttempts int  `json:"cutoff_attempts"`
-	CutoffAcked    int  `json:"cutoff_acked"`
-	Passed         bool `json:"passed"`
+	CutoffAttempts int `json:"cutoff_attempts"`
+	CutoffAcked    int `json:"cutoff_acked"`
+	// Outside is what became of the mail for outside recipients (nil: the
+	// run sent none).
+	Outside *OutsideResult `json:"outside,omitempty"`
+	Passed  bool           `json:"passed"`
 }
 
 func (r *runner) report(started time.Time) *Report {
@@ -54,6 +57,7 @@ func (r *runner) report(started time.Time) *Report {
 		Checks:  r.checks,
 		Totals:  r.ledger.Totals(),
 		Counts:  make(map[string]int),
+		Outside: r.outside,
 	}
 	byKind := make(map[Fault]*FaultSummary)
 	var samples = make(map[Fault][]time.Duration)
@@ -155,8 +159,23 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	sort.Strings(ops)
 	row("IMAP operations", strings.Join(ops, "; "))
+	if o := rep.Outside; o != nil {
+		row("outside: sent / acknowledged (of them also local) / outcome unknown (of them arrived) / refused", fmt.Sprintf("%d / %d (%d) / %d (%d) / %d", o.Sent, o.Acked, o.Mixed, o.Maybe, o.MaybeArrived, o.Refused))
+		row("outside: acknowledged recipients that reached the sink", fmt.Sprintf("%d of %d", o.Arrived, o.Acked))
+		row("outside: duplicates (remote's 250 in, sender died before committing it)", fmt.Sprintf("%d (with no fault near: %d)", o.Duplicates, o.DuplicatesNoFault))
+		row("outside: lost (acknowledged, never arrived)", o.Lost)
+		row("outside: arrived after a refusal", o.Phantom)
+		row("outside: queue empty after the senders stopped", fmt.Sprintf("%v (%d entries left)", round(o.Drained), o.QueueLeft))
+		row("outside: recipients held by two transactions at once at the sink", o.Overlapped)
+	}
 	row("checks (every node, every mailbox)", len(rep.Checks))
 	_ = tw.Flush()
+	if o := rep.Outside; o != nil && len(o.DuplicateDetail) > 0 {
+		fmt.Fprintf(w, "\noutside duplicates:\n")
+		for _, d := range o.DuplicateDetail {
+			fmt.Fprintf(w, "  %s\n", d)
+		}
+	}
 	if len(rep.Problems) > 0 {
 		fmt.Fprintf(w, "\n%d violations:\n", len(rep.Problems))
 		kinds := make([]string, 0, len(rep.Counts))

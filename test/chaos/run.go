@@ -32,6 +32,9 @@ type Options struct {
 	// PartitionHold is how long a partition lasts at least: long enough for
 	// the cut-off side to give up on the writes it was sent (default 10 s).
 	PartitionHold time.Duration
+	// OutsideDrain bounds the wait for the outbound queue to empty after
+	// the senders stopped, when Load.Outside is set (default 2 min).
+	OutsideDrain time.Duration
 	// UnavailabilityTarget, if set, fails the run when the p50 write
 	// unavailability after a leader kill is above it.
 	UnavailabilityTarget time.Duration
@@ -60,6 +63,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PartitionHold <= 0 {
 		o.PartitionHold = 10 * time.Second
+	}
+	if o.OutsideDrain <= 0 {
+		o.OutsideDrain = 2 * time.Minute
 	}
 	if o.Seed == 0 {
 		o.Seed = uint64(time.Now().UnixNano())
@@ -111,6 +117,7 @@ type runner struct {
 	rng      *mrand.Rand
 	checks   []CheckResult
 	faults   []FaultRecord
+	outside  *OutsideResult
 	logf     func(string, ...any)
 	debugged bool // a Debugger was already asked once
 }
@@ -137,7 +144,11 @@ func Run(ctx context.Context, t Target, opts Options) (*Report, error) {
 		logf:   opts.Logf,
 	}
 	started := time.Now()
-	r.logf("run %s: seed %d, %d nodes, schedule %v, duration %v", runID, opts.Seed, t.Nodes(), opts.Schedule, opts.Duration)
+	ow, _ := t.(OutsideWorld)
+	if opts.Load.Outside > 0 && ow == nil {
+		return nil, fmt.Errorf("Load.Outside is %v but %s has no outside world to read", opts.Load.Outside, t.Name())
+	}
+	r.logf("run %s: seed %d, %d nodes, schedule %v, duration %v, %.0f%% of new messages to the outside", runID, opts.Seed, t.Nodes(), opts.Schedule, opts.Duration, 100*opts.Load.Outside)
 	var users []account
 	for i := range opts.Load.Users {
 		users = append(users, account{Address: fmt.Sprintf("user%d-%s@%s", i+1, runID, Domain), Password: randomHex(12)})
@@ -208,7 +219,20 @@ func Run(ctx context.Context, t Target, opts Options) (*Report, error) {
 	cancel()
 	r.work.Stop()
 	stopped = true
+	var drained time.Duration
+	left := 0
+	if opts.Load.Outside > 0 {
+		r.logf("draining: waiting for the outbound queue to empty (at most %v)", opts.OutsideDrain)
+		drained, left = r.drainOutside(ctx, opts.OutsideDrain)
+		r.logf("the outbound queue was empty %v after the senders stopped (%d entries left)", drained.Round(time.Millisecond), left)
+	}
 	r.check(ctx, "final", r.mustLeader(ctx))
+	if opts.Load.Outside > 0 {
+		r.outside = r.checkOutside(ctx, ow, drained, left)
+		o := r.outside
+		r.logf("outside: %d acknowledged recipients, %d arrived, %d duplicates (%d with no fault near), %d lost, %d arrived after a refusal",
+			o.Acked, o.Arrived, o.Duplicates, o.DuplicatesNoFault, o.Lost, o.Phantom)
+	}
 	return r.report(started), nil
 }
 

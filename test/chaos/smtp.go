@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
@@ -24,14 +26,24 @@ var defaultSMTPTimeouts = smtpTimeouts{Command: 15 * time.Second, Data: 90 * tim
 // deliver sends one message over plain SMTP (the MX port) and classifies the
 // result. It is a deliberately small client: it knows exactly whether the
 // final dot left, which decides between "not sent" and "unknown".
-func deliver(ctx context.Context, addr string, msg outgoing, to smtpTimeouts) Attempt {
+//
+// With tlsConfig set it speaks implicit TLS (the submissions port) and, for
+// a message with a Password, logs in with AUTH PLAIN as msg.From first:
+// mail for the outside must be submitted, the MX port refuses to relay.
+func deliver(ctx context.Context, addr string, tlsConfig *tls.Config, msg outgoing, to smtpTimeouts) Attempt {
 	a := Attempt{Start: time.Now()}
 	finish := func(o Outcome, reply string) Attempt {
 		a.End, a.Outcome, a.Reply = time.Now(), o, reply
 		return a
 	}
-	d := net.Dialer{Timeout: to.Command}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	d := &net.Dialer{Timeout: to.Command}
+	if tlsConfig != nil {
+		conn, err = (&tls.Dialer{NetDialer: d, Config: tlsConfig}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return finish(OutcomeNotSent, err.Error())
 	}
@@ -61,16 +73,23 @@ func deliver(ctx context.Context, addr string, msg outgoing, to smtpTimeouts) At
 		}
 		return text, nil
 	}
-	for _, s := range []struct {
+	type command struct {
 		cmd  string
 		want int
-	}{
-		{"", 220},
-		{"EHLO chaos.load.example", 250},
-		{fmt.Sprintf("MAIL FROM:<sender@remote.example> SIZE=%d", len(msg.Data)), 250},
-		{"RCPT TO:<" + msg.To + ">", 250},
-		{"DATA", 354},
-	} {
+	}
+	from := "sender@remote.example"
+	steps := []command{{"", 220}, {"EHLO chaos.load.example", 250}}
+	if msg.submitted() {
+		from = msg.From
+		plain := base64.StdEncoding.EncodeToString([]byte("\x00" + msg.From + "\x00" + msg.Password))
+		steps = append(steps, command{"AUTH PLAIN " + plain, 235})
+	}
+	steps = append(steps, command{fmt.Sprintf("MAIL FROM:<%s> SIZE=%d", from, len(msg.Data)), 250})
+	for _, rcpt := range msg.rcpts() {
+		steps = append(steps, command{"RCPT TO:<" + rcpt + ">", 250})
+	}
+	steps = append(steps, command{"DATA", 354})
+	for _, s := range steps {
 		if _, err := step(s.cmd, s.want); err != nil {
 			if re, ok := err.(*replyError); ok {
 				return finish(OutcomeRefused, re.Error())

@@ -35,6 +35,7 @@ type Target interface {
 	Nodes() int
 	// Client endpoints of node i; they stay the same across every fault.
 	SMTPAddr(i int) string
+	SubmissionsAddr(i int) string // submission with implicit TLS (port 465)
 	IMAPSAddr(i int) string
 	HTTPAddr(i int) string
 	AdminToken() string
@@ -59,6 +60,29 @@ type Target interface {
 	Rejoin(ctx context.Context, i int) error
 	// Holds asks node i which of the bodies it stores.
 	Holds(ctx context.Context, i int, ids []blob.ID) ([]bool, error)
+}
+
+// OutsideWorld is a Target whose nodes send mail for other domains to one
+// sink (the MX of every outside domain) that the runner can read.
+type OutsideWorld interface {
+	// Arrivals returns every message the sink stored, in the order it
+	// stored them.
+	Arrivals(ctx context.Context) (Arrivals, error)
+}
+
+// Arrivals is what the outside sink stored.
+type Arrivals struct {
+	Messages []Arrival
+	// Overlapped lists the recipients two transactions ever held at once.
+	Overlapped []string
+}
+
+// Arrival is one message the sink answered 250 to.
+type Arrival struct {
+	N        int
+	To       []string
+	Received time.Time
+	Data     []byte // as received: the node's header fields, then the message
 }
 
 // nodeName is the ID of node i.

@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +21,12 @@ type Load struct {
 	GiveUpAfter time.Duration // a refused message is retried for this long (default 3m)
 	SMTP        smtpTimeouts  // client timeouts (default 15 s per command, 90 s for the reply to DATA)
 	IMAPTimeout time.Duration // per IMAP command (default 30 s)
-	Seed        uint64
+	// Outside is the share of new messages (0 to 1) that go to a recipient
+	// outside the cluster, through authenticated submission as one of the
+	// users; half of them go to that user as well (one message, one commit
+	// for both). 0: none. The target must be an OutsideWorld then.
+	Outside float64
+	Seed    uint64
 }
 
 func (l Load) withDefaults() Load {
@@ -196,14 +203,34 @@ func (w *Workload) nextJob(rng *rand.Rand) (pendingSend, bool) {
 	default:
 	}
 	u := w.users[rng.IntN(len(w.users))]
-	out := newMessage(rng, w.ledger.nextID(), u.Address, messageSize(rng))
+	var out outgoing
+	if w.load.Outside > 0 && rng.Float64() < w.load.Outside {
+		id := w.ledger.nextID()
+		// One recipient per message, at a few domains: the sink counts
+		// transactions per recipient, so two at once are one message twice.
+		seq, _, _ := strings.Cut(id, "@")
+		rcpt := fmt.Sprintf("%s@outside%d.test", seq, 1+rng.IntN(3))
+		out = newOutsideMessage(rng, id, u, rcpt, rng.IntN(2) == 0, messageSize(rng))
+	} else {
+		out = newMessage(rng, w.ledger.nextID(), u.Address, messageSize(rng))
+	}
 	m := w.ledger.add(out, false)
 	return pendingSend{m: m, out: out, first: now}, true
 }
 
+// dial is where an attempt goes on node: the MX port, or the submissions
+// port (implicit TLS) for a message that logs in.
+func (w *Workload) dial(node int, out outgoing) (string, *tls.Config) {
+	if out.submitted() {
+		return w.t.SubmissionsAddr(node), w.t.ClientTLS()
+	}
+	return w.t.SMTPAddr(node), nil
+}
+
 // send makes one attempt and queues a retry when the message was refused.
 func (w *Workload) send(ctx context.Context, job pendingSend, node int) Attempt {
-	a := deliver(context.WithoutCancel(ctx), w.t.SMTPAddr(node), job.out, w.load.SMTP)
+	addr, tlsConfig := w.dial(node, job.out)
+	a := deliver(context.WithoutCancel(ctx), addr, tlsConfig, job.out, w.load.SMTP)
 	a.Node = node
 	if w.ledger.attempt(job.m, a) {
 		if time.Since(job.first) > w.load.GiveUpAfter {
@@ -254,7 +281,7 @@ func (w *Workload) probeUntilAcked(ctx context.Context, node int, rng *rand.Rand
 			defer func() { <-slots }()
 			w.gate.RLock()
 			defer w.gate.RUnlock()
-			a := deliver(context.WithoutCancel(ctx), w.t.SMTPAddr(node), out, w.load.SMTP)
+			a := deliver(context.WithoutCancel(ctx), w.t.SMTPAddr(node), nil, out, w.load.SMTP)
 			a.Node = node
 			if w.ledger.attempt(m, a) {
 				w.ledger.giveUp(m) // a probe is never retried

@@ -2,15 +2,18 @@
 // deployment: it builds the image, starts three containers, sends mail and
 // works on mailboxes while it kills, freezes, cuts off and wipes nodes, and
 // checks after every fault that no acknowledged message was lost,
-// duplicated or altered. It prints a table, writes it (and a JSON report)
-// to -report, and exits 1 if any promise was broken.
+// duplicated or altered. A share of the mail goes through submission to
+// outside recipients, whose MX is a fourth container (mailcluster outside):
+// every acknowledged one must reach it once the queue has drained. It
+// prints a table, writes it (and a JSON report) to -report, and exits 1 if
+// any promise was broken.
 //
 //	go run ./test/chaos/cmd/chaos                      # short: every fault once (make chaos)
 //	go run ./test/chaos/cmd/chaos -duration 30m        # long: faults in shuffled rounds (make chaos-long)
 //
 // It needs the static binary in bin/mailcluster (make build), docker and
-// docker-compose. Ports are published on 127.0.0.1 only (prefix 4: node1
-// SMTP on 41025).
+// docker-compose. Ports are published on 127.0.0.1 only (prefix 1: node1
+// SMTP on 11025, below the ephemeral port range).
 package main
 
 import (
@@ -42,9 +45,11 @@ func run() int {
 		keep       = flag.Bool("keep", false, "leave the containers running at the end, for a look")
 		seed       = flag.Uint64("seed", 0, "random seed (0: from the clock); printed at the start")
 		rate       = flag.Float64("rate", 15, "messages per second, all senders together")
+		outside    = flag.Float64("outside", 0.2, "share of new messages (0 to 1) sent through submission to recipients outside the cluster, which the outside container's sink receives; 0: none, and no outside container")
+		drain      = flag.Duration("outside-drain", 2*time.Minute, "how long the outbound queue may take to empty after the senders stopped")
 		hold       = flag.Duration("hold", 6*time.Second, "how long each fault lasts at least")
 		target     = flag.Duration("unavailability-target", 3*time.Second, "fail if writes stay unavailable longer than this (p50) after a leader kill; 0: do not check")
-		prefix     = flag.Int("port-prefix", 4, "first digit of the published ports (node1 SMTP on 127.0.0.1:<p>1025)")
+		prefix     = flag.Int("port-prefix", 1, "first digit of the published ports (node1 SMTP on 127.0.0.1:<p>1025, the outside listing on <p>0080)")
 		clusterNet = flag.String("cluster-net", "10.229.77", "first three octets of the cluster network's /24")
 		clientNet  = flag.String("client-net", "10.229.78", "first three octets of the client network's /24")
 	)
@@ -88,7 +93,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	d := &chaos.Compose{Dir: root, Work: *work, Build: *build, Env: env, PortPrefix: *prefix, ClusterNet: *clusterNet, ClientNet: *clientNet, Logf: logf}
+	d := &chaos.Compose{Dir: root, Work: *work, Build: *build, Env: env, Outside: *outside > 0, PortPrefix: *prefix, ClusterNet: *clusterNet, ClientNet: *clientNet, Logf: logf}
 	logf("starting the compose cluster (work folder %s)", *work)
 	if err := d.Up(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
@@ -98,7 +103,8 @@ func run() int {
 	opts := chaos.Options{
 		Schedule:             chaos.AllFaults,
 		Duration:             *duration,
-		Load:                 chaos.Load{Rate: *rate},
+		Load:                 chaos.Load{Rate: *rate, Outside: *outside},
+		OutsideDrain:         *drain,
 		Hold:                 *hold,
 		Warmup:               5 * time.Second,
 		UnavailabilityTarget: *target,
