@@ -149,10 +149,11 @@ func messageID(raw []byte) string {
 
 // sinkWatch matches what the sink received with acknowledged submissions.
 type sinkWatch struct {
-	c    *cluster.Cluster
-	seen int                  // sink messages already read
-	got  map[string]time.Time // Message-ID → first Received
-	dups int
+	c      *cluster.Cluster
+	seen   int                  // sink messages already read
+	got    map[string]time.Time // Message-ID → first Received
+	dups   int
+	dupIDs []string
 }
 
 func newSinkWatch(c *cluster.Cluster) *sinkWatch {
@@ -169,6 +170,7 @@ func (w *sinkWatch) wait(acks []outAck, deadline time.Duration) (missing int) {
 			id := messageID(m.Data)
 			if _, ok := w.got[id]; ok {
 				w.dups++
+				w.dupIDs = append(w.dupIDs, id)
 				continue
 			}
 			w.got[id] = m.Received
@@ -204,8 +206,12 @@ func (w *sinkWatch) wait(acks []outAck, deadline time.Duration) (missing int) {
 // for the outside the sink's acceptance of the last one. submit_p50/p99_ms
 // is connect to 250; out_p50/p99_ms is the submission's 250 to the sink's
 // Received (matched by Message-ID). dups counts messages the sink got
-// more than once. OUTBOUND_BENCH_MESSAGES and OUTBOUND_BENCH_DOMAINS
-// change the load.
+// more than once (warmup included); raft_entries/msg is the Raft log
+// entries per counted message. Each submitting connection comes from its
+// own loopback address (smtpload -sources), as separate mail programs
+// would: from one address, ten logins in progress at once on a node count
+// as ten failures and block it (protocol/auth). OUTBOUND_BENCH_MESSAGES
+// and OUTBOUND_BENCH_DOMAINS change the load.
 func BenchmarkOutbound(b *testing.B) {
 	bin := smtpBuildLoad(b)
 	const size = 4 << 10
@@ -226,23 +232,27 @@ func BenchmarkOutbound(b *testing.B) {
 			warmup := max(20, conns*2)
 			common := []string{"-conns", fmt.Sprint(conns), "-size", fmt.Sprint(size)}
 			submit := append([]string{"-addrs", strings.Join(sub, ","), "-users", strings.Join(users, ","),
-				"-password", outPassword, "-ca", caFile}, common...)
+				"-password", outPassword, "-ca", caFile, "-sources"}, common...)
 
 			b.Run("path=mx-local", func(b *testing.B) {
 				args := append([]string{"-addrs", strings.Join(mx, ","), "-rcpt", strings.Join(users, ",")}, common...)
 				runLoad(b, bin, append(args, "-messages", fmt.Sprint(warmup))...)
 				b.ResetTimer()
+				idx := raftIndex(c)
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				b.StopTimer()
 				reportLocal(b, res)
+				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
 			})
 			b.Run("path=submission-local", func(b *testing.B) {
 				args := append(slices.Clone(submit), "-rcpt", strings.Join(users, ","))
 				runLoad(b, bin, append(args, "-messages", fmt.Sprint(warmup))...)
 				b.ResetTimer()
+				idx := raftIndex(c)
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				b.StopTimer()
 				reportLocal(b, res)
+				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
 			})
 			b.Run("path=submission-outside", func(b *testing.B) {
 				args := append(slices.Clone(submit), "-rcpt", strings.Join(outside, ","), "-acks")
@@ -253,13 +263,16 @@ func BenchmarkOutbound(b *testing.B) {
 					b.Fatalf("%d warmup messages never reached the sink", n)
 				}
 				b.ResetTimer()
+				idx := raftIndex(c)
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				missing := w.wait(res.Acks, 3*time.Minute)
 				b.StopTimer()
+				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
 				if missing > 0 {
 					st, _ := c.Node(c.Leader()).Store().QueueStats(context.Background())
 					b.Errorf("%d of %d acknowledged messages did not reach the sink in 3 minutes (queue: %+v)", missing, len(res.Acks), st)
 				}
+				w.logDups(b)
 				var lat []time.Duration
 				var last time.Time
 				for _, a := range res.Acks {
@@ -285,6 +298,12 @@ func BenchmarkOutbound(b *testing.B) {
 	}
 }
 
+// raftIndex is the leader's last Raft log index: its growth over a run
+// is the log entries the run cost (queue clock ticks included).
+func raftIndex(c *cluster.Cluster) uint64 {
+	return c.Node(c.Leader()).Consensus().Status().LastIndex
+}
+
 // reportLocal reports a run to local mailboxes: every 250 means stored,
 // so the last 250 is when the mailboxes hold them all.
 func reportLocal(b *testing.B, res outResult) {
@@ -292,4 +311,16 @@ func reportLocal(b *testing.B, res outResult) {
 	b.ReportMetric(res.P50ms, "submit_p50_ms")
 	b.ReportMetric(res.P99ms, "submit_p99_ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// logDups says which messages the sink got more than once, and from where.
+func (w *sinkWatch) logDups(b *testing.B) {
+	if len(w.dupIDs) == 0 {
+		return
+	}
+	for _, m := range w.c.Sink().Messages() {
+		if id := messageID(m.Data); slices.Contains(w.dupIDs, id) {
+			b.Logf("sink got %q again: #%d from %s at %s, to %v", id, m.N, m.RemoteAddr, m.Received.Format("15:04:05.000"), m.To)
+		}
+	}
 }

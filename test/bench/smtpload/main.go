@@ -66,6 +66,7 @@ func main() {
 	caFile := flag.String("ca", "", "PEM certificate(s) STARTTLS trusts (with -users; default: the system's)")
 	serverName := flag.String("servername", "localhost", "the name the server's certificate must carry")
 	acks := flag.Bool("acks", false, "list every counted message's Message-ID and the time of its 250")
+	sources := flag.Bool("sources", false, "each connection worker dials from its own loopback address (127.0.0.2, .3, …), as separate clients would")
 	flag.Parse()
 	if *addrs == "" || *rcpts == "" {
 		fmt.Fprintln(os.Stderr, "smtpload: -addrs and -rcpt are required")
@@ -78,6 +79,11 @@ func main() {
 		body:  filler(*size),
 		acks:  *acks,
 	}
+	if *sources && *conns > 250 {
+		fmt.Fprintln(os.Stderr, "smtpload: -sources takes at most 250 connections")
+		os.Exit(2)
+	}
+	l.sources = *sources
 	if *users != "" {
 		l.users, l.password = strings.Split(*users, ","), *password
 		l.tls = &tls.Config{ServerName: *serverName, MinVersion: tls.VersionTLS12}
@@ -109,6 +115,9 @@ type loader struct {
 	body  []byte
 	seq   atomic.Int64
 	acks  bool
+	// sources: worker w dials from 127.0.0.(2+w), so a server's
+	// per-address limits see separate clients.
+	sources bool
 
 	users    []string // submission: AUTH as users[n%len], after STARTTLS
 	password string
@@ -132,7 +141,7 @@ func (l *loader) run(conns, messages int) Result {
 				if i >= int64(messages) {
 					return
 				}
-				d, ack, err := l.one(l.seq.Add(1))
+				d, ack, err := l.one(w, l.seq.Add(1))
 				if err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -170,11 +179,15 @@ func (l *loader) run(conns, messages int) Result {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// one sends message n on a new connection and returns the time from the
+// one sends message n on a new connection of worker and returns the time from the
 // start of the connect to the 250 after DATA, and the message's Ack.
-func (l *loader) one(n int64) (time.Duration, Ack, error) {
+func (l *loader) one(worker int, n int64) (time.Duration, Ack, error) {
 	start := time.Now()
-	conn, err := net.DialTimeout("tcp", l.addrs[int(n)%len(l.addrs)], 30*time.Second)
+	d := net.Dialer{Timeout: 30 * time.Second}
+	if l.sources {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+worker))}
+	}
+	conn, err := d.Dial("tcp", l.addrs[int(n)%len(l.addrs)])
 	if err != nil {
 		return 0, Ack{}, err
 	}
