@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,11 +208,15 @@ func (w *sinkWatch) wait(acks []outAck, deadline time.Duration) (missing int) {
 // is connect to 250; out_p50/p99_ms is the submission's 250 to the sink's
 // Received (matched by Message-ID). dups counts messages the sink got
 // more than once (warmup included); raft_entries/msg is the Raft log
-// entries per counted message. Each submitting connection comes from its
-// own loopback address (smtpload -sources), as separate mail programs
-// would: from one address, ten logins in progress at once on a node count
-// as ten failures and block it (protocol/auth). OUTBOUND_BENCH_MESSAGES
-// and OUTBOUND_BENCH_DOMAINS change the load.
+// entries per counted message; cpu_ms/msg is the CPU of this process (the
+// nodes, and for the outside the sink too; not smtpload) per counted
+// message.
+//
+// Each submitting connection comes from its own loopback address
+// (smtpload -sources), as separate mail programs would: from one address,
+// ten logins in progress at once on a node count as ten failures and
+// block it (protocol/auth). OUTBOUND_BENCH_MESSAGES and
+// OUTBOUND_BENCH_DOMAINS change the load.
 func BenchmarkOutbound(b *testing.B) {
 	bin := smtpBuildLoad(b)
 	const size = 4 << 10
@@ -238,21 +243,21 @@ func BenchmarkOutbound(b *testing.B) {
 				args := append([]string{"-addrs", strings.Join(mx, ","), "-rcpt", strings.Join(users, ",")}, common...)
 				runLoad(b, bin, append(args, "-messages", fmt.Sprint(warmup))...)
 				b.ResetTimer()
-				idx := raftIndex(c)
+				idx, cpu := raftIndex(c), cpuTime()
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				b.StopTimer()
 				reportLocal(b, res)
-				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
+				reportCost(b, c, res, idx, cpu)
 			})
 			b.Run("path=submission-local", func(b *testing.B) {
 				args := append(slices.Clone(submit), "-rcpt", strings.Join(users, ","))
 				runLoad(b, bin, append(args, "-messages", fmt.Sprint(warmup))...)
 				b.ResetTimer()
-				idx := raftIndex(c)
+				idx, cpu := raftIndex(c), cpuTime()
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				b.StopTimer()
 				reportLocal(b, res)
-				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
+				reportCost(b, c, res, idx, cpu)
 			})
 			b.Run("path=submission-outside", func(b *testing.B) {
 				args := append(slices.Clone(submit), "-rcpt", strings.Join(outside, ","), "-acks")
@@ -263,11 +268,11 @@ func BenchmarkOutbound(b *testing.B) {
 					b.Fatalf("%d warmup messages never reached the sink", n)
 				}
 				b.ResetTimer()
-				idx := raftIndex(c)
+				idx, cpu := raftIndex(c), cpuTime()
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				missing := w.wait(res.Acks, 3*time.Minute)
 				b.StopTimer()
-				b.ReportMetric(float64(raftIndex(c)-idx)/float64(max(1, res.Messages)), "raft_entries/msg")
+				reportCost(b, c, res, idx, cpu)
 				if missing > 0 {
 					st, _ := c.Node(c.Leader()).Store().QueueStats(context.Background())
 					b.Errorf("%d of %d acknowledged messages did not reach the sink in 3 minutes (queue: %+v)", missing, len(res.Acks), st)
@@ -302,6 +307,24 @@ func BenchmarkOutbound(b *testing.B) {
 // is the log entries the run cost (queue clock ticks included).
 func raftIndex(c *cluster.Cluster) uint64 {
 	return c.Node(c.Leader()).Consensus().Status().LastIndex
+}
+
+// cpuTime is the CPU this process (the three nodes, the sink and the
+// DNS; not smtpload) has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCost reports the Raft log entries and the CPU per counted
+// message since idx and cpu were read.
+func reportCost(b *testing.B, c *cluster.Cluster, res outResult, idx uint64, cpu time.Duration) {
+	n := float64(max(1, res.Messages))
+	b.ReportMetric(float64(raftIndex(c)-idx)/n, "raft_entries/msg")
+	b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/1000/n, "cpu_ms/msg")
 }
 
 // reportLocal reports a run to local mailboxes: every 250 means stored,
