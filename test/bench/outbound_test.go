@@ -208,8 +208,7 @@ func (w *sinkWatch) wait(acks []outAck, deadline time.Duration) (missing int) {
 // is connect to 250; out_p50/p99_ms is the submission's 250 to the sink's
 // Received (matched by Message-ID). dups counts messages the sink got
 // more than once (warmup included); raft_entries/msg is the Raft log
-// entries per counted message, dns_queries/msg the lookups the nodes
-// made (the resolver keeps no cache); cpu_ms/msg is the CPU of this process (the
+// entries per counted message; cpu_ms/msg is the CPU of this process (the
 // nodes, and for the outside the sink too; not smtpload) per counted
 // message.
 //
@@ -269,12 +268,11 @@ func BenchmarkOutbound(b *testing.B) {
 					b.Fatalf("%d warmup messages never reached the sink", n)
 				}
 				b.ResetTimer()
-				idx, cpu, queries := raftIndex(c), cpuTime(), len(c.DNS().Queries())
+				idx, cpu := raftIndex(c), cpuTime()
 				res := runLoad(b, bin, append(args, "-messages", fmt.Sprint(messages))...)
 				missing := w.wait(res.Acks, 3*time.Minute)
 				b.StopTimer()
 				reportCost(b, c, res, idx, cpu)
-				b.ReportMetric(float64(len(c.DNS().Queries())-queries)/float64(max(1, res.Messages)), "dns_queries/msg")
 				if missing > 0 {
 					st, _ := c.Node(c.Leader()).Store().QueueStats(context.Background())
 					b.Errorf("%d of %d acknowledged messages did not reach the sink in 3 minutes (queue: %+v)", missing, len(res.Acks), st)
