@@ -4,10 +4,17 @@
 // second and the latency from connect to the 250 after DATA as JSON.
 //
 //	smtpload -addrs 127.0.0.1:2525,127.0.0.1:2526 -conns 8 -messages 500 -size 4096 -rcpt a@example.test
+//
+// With -users it submits as a mail program does: STARTTLS (trusting only
+// the certificate in -ca), AUTH PLAIN as each user in turn, and that user
+// as the envelope sender. -acks adds each counted message's Message-ID and
+// the wall-clock time of its 250, so a caller can time the message onwards.
 package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 )
 
@@ -32,6 +40,17 @@ type Result struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	MaxMs      float64 `json:"max_ms"`
+	// Start is the wall-clock time (unix nanos) the first connect began.
+	Start int64 `json:"start_unix_nano"`
+	// Acks (with -acks) are the counted messages' IDs and the wall-clock
+	// times of their 250s.
+	Acks []Ack `json:"acks,omitempty"`
+}
+
+// Ack is one acknowledged message.
+type Ack struct {
+	ID string `json:"id"` // the Message-ID, without angle brackets
+	At int64  `json:"at"` // unix nanos when the 250 after DATA arrived
 }
 
 func main() {
@@ -41,7 +60,13 @@ func main() {
 	warmup := flag.Int("warmup", 0, "messages sent first and not counted")
 	size := flag.Int("size", 4096, "message size in bytes (approximate: whole lines)")
 	rcpts := flag.String("rcpt", "", "comma-separated recipients; each message goes to the next one")
-	from := flag.String("from", "load@remote.test", "envelope sender")
+	from := flag.String("from", "load@remote.test", "envelope sender (without -users)")
+	users := flag.String("users", "", "comma-separated accounts: STARTTLS, then AUTH PLAIN as the next one, which is also the envelope sender")
+	password := flag.String("password", "", "the password of every -users account")
+	caFile := flag.String("ca", "", "PEM certificate(s) STARTTLS trusts (with -users; default: the system's)")
+	serverName := flag.String("servername", "localhost", "the name the server's certificate must carry")
+	acks := flag.Bool("acks", false, "list every counted message's Message-ID and the time of its 250")
+	sources := flag.Bool("sources", false, "each connection worker dials from its own loopback address (127.0.0.2, .3, …), as separate clients would")
 	flag.Parse()
 	if *addrs == "" || *rcpts == "" {
 		fmt.Fprintln(os.Stderr, "smtpload: -addrs and -rcpt are required")
@@ -52,6 +77,29 @@ func main() {
 		rcpts: strings.Split(*rcpts, ","),
 		from:  *from,
 		body:  filler(*size),
+		acks:  *acks,
+	}
+	if *sources && *conns > 250 {
+		fmt.Fprintln(os.Stderr, "smtpload: -sources takes at most 250 connections")
+		os.Exit(2)
+	}
+	l.sources = *sources
+	if *users != "" {
+		l.users, l.password = strings.Split(*users, ","), *password
+		l.tls = &tls.Config{ServerName: *serverName, MinVersion: tls.VersionTLS12}
+		if *caFile != "" {
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "smtpload:", err)
+				os.Exit(2)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				fmt.Fprintf(os.Stderr, "smtpload: no certificate in %s\n", *caFile)
+				os.Exit(2)
+			}
+			l.tls.RootCAs = pool
+		}
 	}
 	if *warmup > 0 {
 		l.run(*conns, *warmup)
@@ -66,11 +114,20 @@ type loader struct {
 	from  string
 	body  []byte
 	seq   atomic.Int64
+	acks  bool
+	// sources: worker w dials from 127.0.0.(2+w), so a server's
+	// per-address limits see separate clients.
+	sources bool
+
+	users    []string // submission: AUTH as users[n%len], after STARTTLS
+	password string
+	tls      *tls.Config
 }
 
 func (l *loader) run(conns, messages int) Result {
 	var next atomic.Int64
 	lat := make([][]time.Duration, conns)
+	acked := make([][]Ack, conns)
 	var errs atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -84,13 +141,16 @@ func (l *loader) run(conns, messages int) Result {
 				if i >= int64(messages) {
 					return
 				}
-				d, err := l.one(l.seq.Add(1))
+				d, ack, err := l.one(w, l.seq.Add(1))
 				if err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
 				lat[w] = append(lat[w], d)
+				if l.acks {
+					acked[w] = append(acked[w], ack)
+				}
 			}
 		}()
 	}
@@ -101,7 +161,10 @@ func (l *loader) run(conns, messages int) Result {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	res := Result{Messages: len(all), Errors: int(errs.Load()), Seconds: elapsed.Seconds()}
+	res := Result{Messages: len(all), Errors: int(errs.Load()), Seconds: elapsed.Seconds(), Start: start.UnixNano()}
+	for _, a := range acked {
+		res.Acks = append(res.Acks, a...)
+	}
 	if s, ok := firstErr.Load().(string); ok {
 		res.FirstError = s
 	}
@@ -116,43 +179,64 @@ func (l *loader) run(conns, messages int) Result {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// one sends message n on a new connection and returns the time from the
-// start of the connect to the 250 after DATA.
-func (l *loader) one(n int64) (time.Duration, error) {
+// one sends message n on a new connection of worker and returns the time from the
+// start of the connect to the 250 after DATA, and the message's Ack.
+func (l *loader) one(worker int, n int64) (time.Duration, Ack, error) {
 	start := time.Now()
-	conn, err := net.DialTimeout("tcp", l.addrs[int(n)%len(l.addrs)], 30*time.Second)
+	d := net.Dialer{Timeout: 30 * time.Second}
+	if l.sources {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+worker))}
+	}
+	conn, err := d.Dial("tcp", l.addrs[int(n)%len(l.addrs)])
 	if err != nil {
-		return 0, err
+		return 0, Ack{}, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	c := gosmtp.NewClient(conn)
-	defer c.Close()
-	if err := c.Hello("loadgen.test"); err != nil {
-		return 0, err
+	from := l.from
+	var c *gosmtp.Client
+	if len(l.users) == 0 {
+		c = gosmtp.NewClient(conn)
+		defer c.Close()
+		if err := c.Hello("loadgen.test"); err != nil {
+			return 0, Ack{}, err
+		}
+	} else {
+		// EHLO (go-smtp names itself "localhost" here), STARTTLS, AUTH.
+		if c, err = gosmtp.NewClientStartTLS(conn, l.tls); err != nil {
+			conn.Close()
+			return 0, Ack{}, fmt.Errorf("STARTTLS: %w", err)
+		}
+		defer c.Close()
+		user := l.users[int(n)%len(l.users)]
+		if err := c.Auth(sasl.NewPlainClient("", user, l.password)); err != nil {
+			return 0, Ack{}, fmt.Errorf("AUTH PLAIN as %s: %w", user, err)
+		}
+		from = user
 	}
-	if err := c.Mail(l.from, &gosmtp.MailOptions{Size: int64(len(l.body) + 100)}); err != nil {
-		return 0, err
+	if err := c.Mail(from, &gosmtp.MailOptions{Size: int64(len(l.body) + 100)}); err != nil {
+		return 0, Ack{}, err
 	}
 	if err := c.Rcpt(l.rcpts[int(n)%len(l.rcpts)], nil); err != nil {
-		return 0, err
+		return 0, Ack{}, err
 	}
 	w, err := c.Data()
 	if err != nil {
-		return 0, err
+		return 0, Ack{}, err
 	}
 	// A unique first line, so no two messages share a body.
-	if _, err := fmt.Fprintf(w, "Message-ID: <%d.%d@loadgen.test>\r\n", n, start.UnixNano()); err != nil {
-		return 0, err
+	id := fmt.Sprintf("%d.%d@loadgen.test", n, start.UnixNano())
+	if _, err := fmt.Fprintf(w, "Message-ID: <%s>\r\n", id); err != nil {
+		return 0, Ack{}, err
 	}
 	if _, err := w.Write(l.body); err != nil {
-		return 0, err
+		return 0, Ack{}, err
 	}
 	if err := w.Close(); err != nil {
-		return 0, err
+		return 0, Ack{}, err
 	}
-	d := time.Since(start)
+	acked := time.Now()
 	_ = c.Quit()
-	return d, nil
+	return acked.Sub(start), Ack{ID: id, At: acked.UnixNano()}, nil
 }
 
 // filler is a plain-text message of about size bytes in 78-character lines.
