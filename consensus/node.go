@@ -406,7 +406,7 @@ func (n *Node) readBarrier(ctx context.Context, scope string) error {
 // gaveUp reports whether commit stopped without an answer from the state
 // machine: no quorum in time, the caller's context ended, or shutdown.
 func gaveUp(err error) bool {
-	return errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrShutdown) ||
+	return errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrShutdown) || errors.Is(err, raft.ErrRaftShutdown) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

@@ -57,16 +57,27 @@ func (s *RaftRPC) Apply(args ApplyArgs, reply *ApplyReply) error {
 	}
 	idx, res, err := s.n.applyLocal(args.ID, args.Data)
 	if err != nil {
-		if errors.Is(err, raft.ErrLeadershipLost) {
-			return errors.New(rpcLeadershipLost)
-		}
-		if isLeadershipErr(err) {
-			return errors.New(rpcNotLeader)
-		}
-		return err
+		return applyErrorReply(err)
 	}
 	reply.Index, reply.Result = idx, res
 	return nil
+}
+
+// applyErrorReply is what a forwarded Apply that failed on the leader
+// tells the follower. Losing leadership, or shutting down (a stopping or
+// killed leader), after the entry may have entered the log is an unknown
+// outcome: the entry can still commit under the next leader, so the
+// follower must not report "not applied". (Seen in the chaos suite: an
+// IMAP STORE answered NO [UNAVAILABLE] while the leader was being killed,
+// yet applied.)
+func applyErrorReply(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+		return errors.New(rpcLeadershipLost)
+	case isLeadershipErr(err):
+		return errors.New(rpcNotLeader)
+	}
+	return err
 }
 
 // ReadIndex returns a commit index that covers every write acknowledged

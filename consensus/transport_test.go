@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"io"
+	"net/rpc"
 	"testing"
 	"time"
 
@@ -73,5 +74,27 @@ func TestStopHeartbeatsWaitsForTheOneInProgressAndRefusesLater(t *testing.T) {
 	}
 	if n := len(calls); n != 1 {
 		t.Fatalf("raft's handler ran %d times, want 1 (none after the stop)", n)
+	}
+}
+
+// A leader that stops (or is killed) while a forwarded entry is in its
+// log must not tell the follower "not applied": the entry can still
+// commit under the next leader. The follower retries the same proposal ID
+// and, failing that, reports an unknown outcome.
+func TestApplyErrorOfAStoppingLeaderIsAnUnknownOutcome(t *testing.T) {
+	for _, err := range []error{raft.ErrRaftShutdown, raft.ErrLeadershipLost} {
+		reply := rpc.ServerError(applyErrorReply(err).Error())
+		if !maybeApplied(reply) {
+			t.Errorf("leader's %v: the follower takes it as not applied", err)
+		}
+		if !(&Node{}).retryable(reply) {
+			t.Errorf("leader's %v: the follower does not retry it with the next leader", err)
+		}
+	}
+	// Refusals before the entry could enter the log stay definite.
+	for _, err := range []error{raft.ErrNotLeader, raft.ErrEnqueueTimeout} {
+		if reply := rpc.ServerError(applyErrorReply(err).Error()); maybeApplied(reply) {
+			t.Errorf("leader's %v: taken as maybe applied", err)
+		}
 	}
 }
