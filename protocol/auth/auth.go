@@ -115,6 +115,7 @@ type record struct {
 	failures     []time.Time // within the window
 	blockedUntil time.Time
 	block        time.Duration
+	pending      int // logins from this address being checked now (IPs only)
 }
 
 // NewLimiter returns a Limiter.
@@ -201,6 +202,12 @@ func (l *Limiter) failAccount(account string, now time.Time) {
 func (l *Limiter) Succeeded(ip string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if r := l.ips[ip]; r != nil && r.pending > 0 {
+		// Other logins from the address are being checked: keep their
+		// count, forget the failures and the block.
+		r.failures, r.blockedUntil, r.block = nil, time.Time{}, 0
+		return
+	}
 	delete(l.ips, ip)
 }
 
@@ -231,7 +238,7 @@ func (l *Limiter) gc(now time.Time) {
 	for _, m := range []map[string]*record{l.ips, l.accounts} {
 		for k, r := range m {
 			l.prune(r)
-			if len(r.failures) == 0 && now.After(r.blockedUntil) {
+			if len(r.failures) == 0 && r.pending == 0 && now.After(r.blockedUntil) {
 				delete(m, k)
 			}
 		}

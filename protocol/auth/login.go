@@ -66,25 +66,26 @@ func (l *Limiter) Login(ctx context.Context, remote net.Addr, username, password
 		return ErrMalformed
 	}
 	ip := ClientIP(remote)
-	at, wait, ok := l.begin(ip)
-	if !ok {
-		return &ThrottledError{RetryAfter: wait}
+	if err := l.begin(ip); err != nil {
+		return err
 	}
 	if d := l.AccountDelay(username); d > 0 {
 		if sleep(ctx, d) != nil {
-			l.forgive(ip, at)
+			l.end(ip, false)
 			return ErrBusy
 		}
 	}
 	good, err := l.checkPassword(ctx, check)
 	switch {
 	case err != nil:
-		l.forgive(ip, at)
+		l.end(ip, false)
 		return err
 	case good:
+		l.end(ip, false)
 		l.Succeeded(ip)
 		return nil
 	}
+	l.end(ip, true)
 	l.mu.Lock()
 	l.failAccount(username, l.now())
 	l.mu.Unlock()
@@ -111,36 +112,47 @@ func (l *Limiter) checkPassword(ctx context.Context, check Check) (bool, error) 
 	return check(ctx)
 }
 
-// begin refuses a blocked address, or counts the attempt as a failure now
-// (at), blocking the address if that makes IPFailures.
-func (l *Limiter) begin(ip string) (at time.Time, retryAfter time.Duration, ok bool) {
+// begin refuses a blocked address (ThrottledError), and counts the
+// attempt before its password is hashed: while the failures so far and
+// the logins from the address being checked now make IPFailures, a
+// further one waits its turn (ErrBusy, temporary). So parallel guesses
+// get no more tries than patient ones, and parallel logins with the right
+// password (a webmail front, an office behind one address) are only ever
+// asked to retry, never blocked: only a checked wrong password counts as
+// a failure (end).
+func (l *Limiter) begin(ip string) error {
+	if ip == "" {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if r := l.ips[ip]; r != nil {
-		if wait := r.blockedUntil.Sub(now); wait > 0 {
-			return time.Time{}, wait, false
-		}
+	r := l.get(l.ips, ip)
+	if wait := r.blockedUntil.Sub(now); wait > 0 {
+		return &ThrottledError{RetryAfter: wait}
 	}
-	l.failIP(ip, now)
+	l.prune(r)
+	if len(r.failures)+r.pending >= l.opts.IPFailures {
+		return ErrBusy
+	}
+	r.pending++
 	l.gc(now)
-	return now, 0, true
+	return nil
 }
 
-// forgive takes back the failure begin counted at at, for an attempt whose
-// password was never checked.
-func (l *Limiter) forgive(ip string, at time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r := l.ips[ip]
-	if r == nil {
+// end closes an attempt begin counted: failed says its password was
+// checked and wrong, which counts (and may block the address).
+func (l *Limiter) end(ip string, failed bool) {
+	if ip == "" {
 		return
 	}
-	for i, t := range r.failures {
-		if t.Equal(at) {
-			r.failures = append(r.failures[:i], r.failures[i+1:]...)
-			return
-		}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.ips[ip]; r != nil && r.pending > 0 {
+		r.pending--
+	}
+	if failed {
+		l.failIP(ip, l.now())
 	}
 }
 

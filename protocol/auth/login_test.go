@@ -100,19 +100,21 @@ func TestLoginCountsAttemptBeforeTheHash(t *testing.T) {
 	close(release)
 	wg.Wait()
 	close(errs)
-	var failed, throttled int
+	// The attempts past the limit are refused unhashed: "busy" while the
+	// first three are being checked, "throttled" once they have failed.
+	var failed, refused int
 	for err := range errs {
 		switch {
 		case errors.Is(err, ErrFailed):
 			failed++
-		case errors.Is(err, ErrThrottled):
-			throttled++
+		case errors.Is(err, ErrThrottled), errors.Is(err, ErrBusy):
+			refused++
 		default:
 			t.Errorf("unexpected %v", err)
 		}
 	}
-	if checks.Load() != 3 || failed != 3 || throttled != 17 {
-		t.Fatalf("%d checks, %d failed, %d throttled; want 3, 3, 17", checks.Load(), failed, throttled)
+	if checks.Load() != 3 || failed != 3 || refused != 17 {
+		t.Fatalf("%d checks, %d failed, %d refused; want 3, 3, 17", checks.Load(), failed, refused)
 	}
 }
 
@@ -140,6 +142,44 @@ func TestSharedFailuresCountEverywhere(t *testing.T) {
 	for name, l := range map[string]*Limiter{"a": a, "b": b} {
 		if err := l.Login(context.Background(), addr("192.0.2.1"), "alice", "z", wrong); !errors.Is(err, ErrThrottled) {
 			t.Errorf("%s after two failures spread over two limiters: %v, want throttled", name, err)
+		}
+	}
+}
+
+// Parallel logins with the right password from one address (a webmail
+// front, an office behind one NAT address) are never blocked: past the
+// limit of logins in progress one is asked to retry (ErrBusy), and none
+// counts as a failure, so the next ones get in.
+func TestParallelGoodLoginsAreNeverBlocked(t *testing.T) {
+	l := NewLimiter(LimiterOptions{IPFailures: 3, FailDelay: time.Millisecond, Block: time.Hour, MaxConcurrentChecks: 100})
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- l.Login(context.Background(), addr("192.0.2.10"), "alice", "right", func(context.Context) (bool, error) {
+				<-release
+				return true, nil
+			})
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(errs) < 17 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, ErrBusy) {
+			t.Fatalf("a parallel login with the right password: %v, want success or ErrBusy", err)
+		}
+	}
+	for i := range 10 {
+		if err := l.Login(context.Background(), addr("192.0.2.10"), "alice", "right", func(context.Context) (bool, error) { return true, nil }); err != nil {
+			t.Fatalf("login %d after the burst: %v", i, err)
 		}
 	}
 }

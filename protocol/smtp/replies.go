@@ -117,6 +117,8 @@ var (
 		"Temporary internal error; the message was not stored, please retry later")
 	replyPartial = refuse("partial", 451, enh(4, 2, 0),
 		"Temporary failure: some recipients could not take the message; please retry (recipients that got it may see it twice)")
+	replyLoginBusy = refuse("login_busy", 454, enh(4, 7, 0),
+		"Too many logins being checked; try again in a moment")
 	replyShuttingDown = refuse("shutting_down", 421, enh(4, 3, 0),
 		"This node is shutting down; try another node or retry later")
 )

@@ -140,6 +140,9 @@ func (s *session) login(identity, username, password string) error {
 	case errors.Is(err, auth.ErrMalformed):
 		s.srv.metrics.auth.WithLabelValues("failed").Inc()
 		return s.fail("auth", replyAuthMalformed)
+	case errors.Is(err, auth.ErrBusy):
+		s.srv.metrics.auth.WithLabelValues("busy").Inc()
+		return s.fail("auth", replyLoginBusy)
 	case errors.Is(err, auth.ErrFailed):
 		s.srv.metrics.auth.WithLabelValues("failed").Inc()
 		s.srv.log.Info("login failed", "session", s.conn.id, "remote", s.remote.String(), "user", username)

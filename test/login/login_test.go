@@ -81,7 +81,7 @@ type outcome int
 const (
 	loggedIn  outcome = iota
 	wrong             // wrong user name or password
-	throttled         // too many failed logins from this address
+	throttled         // refused unchecked: too many failed logins, or too many being checked, from this address
 	other
 )
 
@@ -135,7 +135,8 @@ func imapLogin(t *testing.T, addr, user, pass string) (outcome, string) {
 			return loggedIn, l
 		case strings.HasPrefix(l, "a NO [AUTHENTICATIONFAILED]"):
 			return wrong, l
-		case strings.HasPrefix(l, "a NO [UNAVAILABLE] Too many failed logins"):
+		case strings.HasPrefix(l, "a NO [UNAVAILABLE] Too many failed logins"),
+			strings.HasPrefix(l, "a NO [UNAVAILABLE] Too many logins being checked"):
 			return throttled, l
 		case strings.HasPrefix(l, "a "):
 			return other, l
@@ -167,7 +168,7 @@ func smtpLogin(t *testing.T, addr, user, pass string) (outcome, string) {
 		return loggedIn, l
 	case strings.HasPrefix(l, "535"):
 		return wrong, l
-	case strings.HasPrefix(l, "454") && strings.Contains(l, "Too many failed logins"):
+	case strings.HasPrefix(l, "454") && (strings.Contains(l, "Too many failed logins") || strings.Contains(l, "Too many logins being checked")):
 		return throttled, l
 	}
 	return other, l
@@ -189,7 +190,8 @@ func pop3Login(t *testing.T, addr, user, pass string) (outcome, string) {
 		return loggedIn, l
 	case strings.HasPrefix(l, "-ERR [AUTH]"):
 		return wrong, l
-	case strings.HasPrefix(l, "-ERR [SYS/TEMP] too many failed logins"):
+	case strings.HasPrefix(l, "-ERR [SYS/TEMP] too many failed logins"),
+		strings.HasPrefix(l, "-ERR [SYS/TEMP] too many logins being checked"):
 		return throttled, l
 	}
 	return other, l
