@@ -437,12 +437,15 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	res.Delivered, res.Queued = dl.Results, dl.Queued
-	return res, d.outcome(dl.Results)
+	return res, d.outcome(dl.Results, len(dl.Queued))
 }
 
 // outcome turns per-recipient results into the one answer all recipients
 // share.
-func (d *Delivery) outcome(results []state.TargetResult) error {
+// queued counts the outside recipients committed with them: when some
+// are, a local failure can only be partial (the message is on its way
+// out, so "not stored" would be false).
+func (d *Delivery) outcome(results []state.TargetResult, queued int) error {
 	var failed []error
 	for i, r := range results {
 		err := r.Err()
@@ -464,7 +467,7 @@ func (d *Delivery) outcome(results []state.TargetResult) error {
 	switch {
 	case len(failed) == 0:
 		return nil
-	case len(failed) < len(results):
+	case len(failed) < len(results) || queued > 0:
 		d.p.log.Warn("message committed for some recipients only", "source", d.env.Source.String(),
 			"delivered", len(results)-len(failed), "failed", len(failed), "first", failed[0])
 		return ErrPartial

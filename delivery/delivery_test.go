@@ -227,6 +227,9 @@ func (f *fakeStore) CommitDeliveryQueued(_ context.Context, b replication.Ingest
 	for i, r := range rcpts {
 		out.Results[i].Code = f.results[r.Account]
 	}
+	for i := range remote {
+		out.Queued = append(out.Queued, state.QueueID{Index: uint64(len(f.delivered)), N: uint16(i)})
+	}
 	return out, nil
 }
 

@@ -186,3 +186,29 @@ func TestHopCheckRefusesALoop(t *testing.T) {
 		t.Fatalf("%d commits, want 1 (the loop committed nothing)", len(f.delivered))
 	}
 }
+
+// When every local copy fails at the commit (a quota filled meanwhile) but
+// outside recipients were queued in the same command, the message is on
+// its way out: the answer is "partial" (retry), never "not stored".
+func TestLocalFailureWithQueuedRecipientsIsPartial(t *testing.T) {
+	f := newFakeStore()
+	f.addUser(true, "alice@example.test")
+	f.addUser(true, "bob@example.test")
+	f.results["bob@example.test"] = state.CodeQuotaExceeded // full by the time of the commit
+	p, _ := outboundPipeline(f)
+	d, err := p.Begin(ctx(t), Envelope{Source: SourceSubmission, Account: "alice@example.test", Sender: "alice@example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"bob@example.test", "carol@outside.test"} {
+		if err := d.AddRecipient(ctx(t), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Body(ctx(t), strings.NewReader(body), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Commit(ctx(t)); !errors.Is(err, ErrPartial) {
+		t.Fatalf("commit: %v, want ErrPartial (carol's copy is queued)", err)
+	}
+}
