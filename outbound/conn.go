@@ -100,11 +100,30 @@ func (s *session) quit() {
 type blockConn struct {
 	net.Conn
 	timeout time.Duration
+	read    int64 // bytes read since the last write: one reply's worth
 }
+
+// maxReplyBytes bounds what a remote server may send us in answer to one
+// command: go-smtp (net/textproto) reads a multi-line reply whole, with no
+// limit of its own, so an endless "220-…" would grow without bound.
+const maxReplyBytes = 1 << 20
+
+var errReplyTooLong = errors.New("the remote server's reply is too long")
 
 func (b *blockConn) Write(p []byte) (int, error) {
 	b.Conn.SetWriteDeadline(time.Now().Add(b.timeout))
+	b.read = 0
 	return b.Conn.Write(p)
+}
+
+func (b *blockConn) Read(p []byte) (int, error) {
+	if b.read >= maxReplyBytes {
+		return 0, errReplyTooLong
+	}
+	p = p[:min(int64(len(p)), maxReplyBytes-b.read)]
+	n, err := b.Conn.Read(p)
+	b.read += int64(n)
+	return n, err
 }
 
 // greetedConn hands go-smtp a greeting already read by connect (which did

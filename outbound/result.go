@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 )
@@ -67,7 +68,7 @@ func permanent(code int, enhanced, host, format string, args ...any) outcome {
 func fromReply(err error, host, what string) (o outcome, isReply bool) {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		o = outcome{code: se.Code, host: host, text: strings.TrimSpace(se.Message)}
+		o = outcome{code: se.Code, host: host, text: clip(strings.TrimSpace(se.Message))}
 		o.permanent = se.Code >= 500
 		if se.EnhancedCode != (smtp.EnhancedCode{}) && se.EnhancedCode != smtp.NoEnhancedCode {
 			o.enhanced = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
@@ -85,4 +86,21 @@ func fromReply(err error, host, what string) (o outcome, isReply bool) {
 		return o, se.Code != 421
 	}
 	return temporary(451, "4.4.2", host, "connection to %s failed during %s: %v", host, what, err), false
+}
+
+// maxReplyText is how much of a remote server's reply text is kept: it
+// goes into the queue entry (a Raft entry per attempt), logs and DSNs.
+const maxReplyText = 512
+
+// clip keeps the first maxReplyText bytes of a reply text, on a rune
+// boundary.
+func clip(s string) string {
+	if len(s) <= maxReplyText {
+		return s
+	}
+	i := maxReplyText
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + " …"
 }

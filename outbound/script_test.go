@@ -152,3 +152,27 @@ func TestBodyReadErrorAbandons(t *testing.T) {
 		t.Fatalf("a truncated message was stored: %+v", msgs)
 	}
 }
+
+// A long reply text is clipped before it goes into the queue entry (one
+// Raft entry per attempt), the logs and the DSN.
+func TestLongReplyTextIsClipped(t *testing.T) {
+	e := newEnv(t)
+	long := newScript(t, func(line string) string {
+		switch strings.ToUpper(strings.Fields(line)[0]) {
+		case "EHLO":
+			return "250 script.test"
+		case "RCPT":
+			return "550 5.1.1 " + strings.Repeat("no such user ", 100) // under go-smtp's own line limit
+		case "QUIT":
+			return "221 bye"
+		}
+		return "250 ok"
+	})
+	e.dns.setMX("long.test", MX{Host: "mx.long.test", Pref: 1})
+	e.dns.setIP("mx.long.test", "127.0.1.2")
+	e.net.set("127.0.1.2:2525", long.addr)
+	r = one(t, e.client(nil).Send(bg, "long.test", message("a@sender.test", "b@long.test"), nil))
+	if !r.Permanent || len(r.Text) > maxReplyText+8 {
+		t.Fatalf("a 1.3 KB 550: permanent %v, text of %d bytes (%q); want permanent and clipped to %d", r.Permanent, len(r.Text), r.Text, maxReplyText)
+	}
+}
