@@ -171,7 +171,7 @@ func TestLongReplyTextIsClipped(t *testing.T) {
 	e.dns.setMX("long.test", MX{Host: "mx.long.test", Pref: 1})
 	e.dns.setIP("mx.long.test", "127.0.1.2")
 	e.net.set("127.0.1.2:2525", long.addr)
-	r = one(t, e.client(nil).Send(bg, "long.test", message("a@sender.test", "b@long.test"), nil))
+	r := one(t, e.client(nil).Send(bg, "long.test", message("a@sender.test", "b@long.test"), nil))
 	if !r.Permanent || len(r.Text) > maxReplyText+8 {
 		t.Fatalf("a 1.3 KB 550: permanent %v, text of %d bytes (%q); want permanent and clipped to %d", r.Permanent, len(r.Text), r.Text, maxReplyText)
 	}
