@@ -40,16 +40,22 @@ func wantsDSN(e *state.QueueEntry, kind string) bool {
 
 // dsn composes and ingests the DSN of kind for entry e (status: the
 // enhanced code; reply: the diagnostic), or returns nil when none is due
-// or it cannot be made (then the outcome is reported without one: a lost
-// DSN is better than a stuck queue entry).
-func (w *Worker) dsn(ctx context.Context, e *state.QueueEntry, kind, status string, r outbound.Result, reply string, retryUntil int64) *state.Bounce {
+// or none can ever be made (no one to send it to, a message that cannot
+// be composed). errDSNLater means it could not be stored now (the cluster
+// is busy or cut off): the caller keeps the entry for a later attempt
+// rather than drop the sender's only notice.
+func (w *Worker) dsn(ctx context.Context, e *state.QueueEntry, kind, status string, r outbound.Result, reply string, retryUntil int64) (*state.Bounce, error) {
 	if !wantsDSN(e, kind) {
-		return nil
+		return nil, nil
 	}
-	local, remote := w.bounceTargets(ctx, e.From)
+	local, remote, err := w.bounceTargets(ctx, e.From)
+	if err != nil {
+		w.log.Warn("outbound: cannot tell where the DSN goes now", "queue_id", e.ID.String(), "err", err)
+		return nil, errDSNLater
+	}
 	if len(local)+len(remote) == 0 {
 		w.log.Warn("outbound: no one to send the DSN to", "queue_id", e.ID.String(), "sender", e.From)
-		return nil
+		return nil, nil
 	}
 	if status == "" || (kind == state.BounceFailed && status[0] == '2') {
 		status = "5.0.0"
@@ -82,15 +88,18 @@ func (w *Worker) dsn(ctx context.Context, e *state.QueueEntry, kind, status stri
 	})
 	if err != nil {
 		w.log.Error("outbound: compose DSN", "queue_id", e.ID.String(), "err", err)
-		return nil
+		return nil, nil
 	}
 	ing, err := w.store.Ingest(ctx, bytes.NewReader(raw), 0)
 	if err != nil {
-		w.log.Warn("outbound: store DSN", "queue_id", e.ID.String(), "err", err)
-		return nil
+		w.log.Warn("outbound: store DSN; trying again later", "queue_id", e.ID.String(), "err", err)
+		return nil, errDSNLater
 	}
-	return ing.Bounce(kind, local, remote)
+	return ing.Bounce(kind, local, remote), nil
 }
+
+// errDSNLater: a DSN that is due could not be made now.
+var errDSNLater = errors.New("dispatch: the DSN cannot be stored now")
 
 // original reads the original message for the DSN: whole when it may be
 // attached, else enough of it for its header.
@@ -110,7 +119,7 @@ func (w *Worker) original(ctx context.Context, e *state.QueueEntry) ([]byte, err
 // bounceTargets is where a DSN to sender goes: the local accounts it
 // resolves to (INBOX), else the outside address, queued with the null
 // sender. An SRS address is reversed first.
-func (w *Worker) bounceTargets(ctx context.Context, sender string) ([]replication.Recipient, []state.QueueTarget) {
+func (w *Worker) bounceTargets(ctx context.Context, sender string) ([]replication.Recipient, []state.QueueTarget, error) {
 	addr := sender
 	if w.cfg.SRS != nil {
 		if orig, ok, err := w.cfg.SRS.Reverse(addr); ok && err == nil {
@@ -127,13 +136,15 @@ func (w *Worker) bounceTargets(ctx context.Context, sender string) ([]replicatio
 	res, err := w.store.Resolve(ctx, addr)
 	switch {
 	case errors.Is(err, replication.ErrNoSuchDomain):
-		return nil, remoteTo(addr)
+		return nil, remoteTo(addr), nil
+	case errors.Is(err, replication.ErrNoSuchAccount), errors.Is(err, replication.ErrInvalidAddress):
+		return nil, nil, nil // a local address that no longer exists
 	case err != nil:
-		return nil, nil // a local address that no longer exists
+		return nil, nil, err
 	}
 	local := make([]replication.Recipient, len(res.Accounts))
 	for i, a := range res.Accounts {
 		local[i] = replication.Recipient{Account: a}
 	}
-	return local, remoteTo(res.External...)
+	return local, remoteTo(res.External...), nil
 }

@@ -312,7 +312,13 @@ func (w *Worker) outcome(ctx context.Context, e *state.QueueEntry, r outbound.Re
 			o.Reply = "expired after " + itoa(e.Attempts) + " attempts; last: " + r.Reply()
 			status = "4.4.7"
 		}
-		o.Bounce = w.dsn(ctx, e, "failed", status, r, o.Reply, 0)
+		var err error
+		if o.Bounce, err = w.dsn(ctx, e, "failed", status, r, o.Reply, 0); err != nil {
+			// The sender must hear of it: keep the entry and try again
+			// soon, rather than remove it without the notice.
+			o.Kind, o.Bounce = state.OutcomeDeferred, nil
+			o.NextAttempt = qnow + int64(w.cfg.Retry[0])
+		}
 	default:
 		o.Kind = state.OutcomeDeferred
 		step := w.cfg.Retry[min(max(e.Attempts-1, 0), len(w.cfg.Retry)-1)]
@@ -321,7 +327,7 @@ func (w *Worker) outcome(ctx context.Context, e *state.QueueEntry, r outbound.Re
 			o.NextAttempt = e.Expires // the last attempt at expiry, then the failure DSN
 		}
 		if e.DelayDSNAt > 0 && !e.DelayDSNSent && qnow >= e.DelayDSNAt {
-			o.Bounce = w.dsn(ctx, e, "delayed", r.Enhanced, r, r.Reply(), e.Expires)
+			o.Bounce, _ = w.dsn(ctx, e, "delayed", r.Enhanced, r, r.Reply(), e.Expires) // a later attempt sends it
 		}
 	}
 	return o

@@ -105,7 +105,7 @@ func (n *Node) queueClockTask(ctx context.Context) {
 	defer sub.Close()
 	first := true
 	for {
-		if st, err := n.store.QueueStats(ctx); first || (err == nil && st.Len > 0) {
+		if empty, err := n.store.QueueEmpty(ctx); first || (err == nil && !empty) {
 			if err := n.store.QueueTick(ctx, time.Now()); err != nil {
 				if ctx.Err() != nil {
 					return

@@ -160,6 +160,14 @@ func (s *Store) QueueStats(ctx context.Context) (QueueStats, error) {
 	return st, err
 }
 
+// QueueEmpty reports from local state whether the queue has no entry: a
+// cheap check (no walk of the queue) for the leader's clock task.
+func (s *Store) QueueEmpty(ctx context.Context) (bool, error) {
+	empty := true
+	err := s.fsm.View(func(tx *state.Tx) error { empty = tx.QueueEmpty(); return nil })
+	return empty, err
+}
+
 // QueueEntry returns one queue entry as the cluster knows it: it passes a
 // read barrier first (an operator's `queue show` on any node sees every
 // change acknowledged anywhere before).
