@@ -103,6 +103,11 @@ func TestQueueCommandsEndToEnd(t *testing.T) {
 		if err != nil || len(d.Queued) != len(targets) {
 			t.Fatalf("enqueue: %+v, %v", d, err)
 		}
+		// The leader's clock task (off here) ticks once entries exist:
+		// only entries the clock was read after are claimable.
+		if err := s.QueueTick(ctx, t0); err != nil {
+			t.Fatal(err)
+		}
 		return d.Queued
 	}
 	expires, delayAt := t0.Add(5*24*time.Hour), t0.Add(4*time.Hour)
