@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -195,7 +196,7 @@ func (d *Delivery) AddRecipientDSN(ctx context.Context, address string, dsn Reci
 	}
 	d.rcpts = append(d.rcpts, addr)
 	for _, a := range r.accounts {
-		if !contains(d.accounts, a) {
+		if !slices.Contains(d.accounts, a) {
 			d.accounts = append(d.accounts, a)
 		}
 	}
@@ -537,13 +538,4 @@ func (h *eofHook) Read(p []byte) (int, error) {
 		h.err = err
 	}
 	return n, err
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -309,7 +310,7 @@ func (w *Worker) outcome(ctx context.Context, e *state.QueueEntry, r outbound.Re
 		o.Kind = state.OutcomeFailed
 		status := r.Enhanced
 		if !r.Permanent {
-			o.Reply = "expired after " + itoa(e.Attempts) + " attempts; last: " + r.Reply()
+			o.Reply = "expired after " + strconv.Itoa(e.Attempts) + " attempts; last: " + r.Reply()
 			status = "4.4.7"
 		}
 		var err error
@@ -331,20 +332,6 @@ func (w *Worker) outcome(ctx context.Context, e *state.QueueEntry, r outbound.Re
 		}
 	}
 	return o
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	if n == 0 {
-		return "0"
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
 }
 
 // message builds the outbound message of a group: its body, its DKIM
