@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,7 +152,7 @@ func (n *Node) reconcile(ctx context.Context, failedSince map[string]time.Time) 
 	}
 
 	for _, m := range alive {
-		if m.ID == n.cfg.NodeID {
+		if m.ID == n.cfg.NodeID || m.Leaving {
 			continue
 		}
 		s, known := byID[m.ID]
@@ -369,6 +370,13 @@ func (n *Node) Leave(ctx context.Context) error {
 		if s.ID == n.cfg.NodeID && !n.safeToRemove(servers, alive, s) {
 			return ErrUnsafeLeave
 		}
+	}
+	// Say so in gossip first: between our removal from Raft and our
+	// leaving gossip, the leader would otherwise see a live member missing
+	// from the configuration and add it back (setRecord waits for the
+	// broadcast to go out).
+	if err := n.gossip.setRecord(func(r *Record) { r.Leaving = true }); err != nil {
+		return fmt.Errorf("announcing the leave: %w", err)
 	}
 	if n.cons.IsLeader() {
 		n.log.Info("leaving: transferring leadership")

@@ -11,7 +11,9 @@
 //     gone longer than the dead-server timeout is removed only if gossip and
 //     the cluster port both fail to reach it and the voters left keep a
 //     quorum.
-//   - A graceful leave hands leadership over first and then removes itself.
+//   - A graceful leave marks itself leaving in gossip (the leader never adds
+//     or promotes a leaving member), hands leadership over, then removes
+//     itself.
 //
 // It must never hold package-level state: several nodes run in one test
 // process.

@@ -19,6 +19,7 @@ type Record struct {
 	Version  string            `json:"v,omitempty"`
 	Expect   int               `json:"e,omitempty"` // bootstrap-expect this node was started with
 	Fresh    bool              `json:"f,omitempty"` // no Raft state yet: may take part in a bootstrap
+	Leaving  bool              `json:"l,omitempty"` // leaving for good: the leader must not add it back
 }
 
 func (r Record) encode() ([]byte, error) {
