@@ -44,7 +44,7 @@ type Cluster struct {
 	opts    Options
 	secret  []byte
 	dir     string // parent of every member's data folder
-	ports   map[int]bool
+	ports   *ports
 	links   *links
 	tls     testTLS
 	dns     *simnet.DNS
@@ -93,7 +93,11 @@ func New(t testing.TB, opts Options) *Cluster {
 	// The folder first, then Close: cleanups run last-in first-out, so the
 	// nodes stop before their folders are removed.
 	c.dir = t.TempDir()
-	c.ports = make(map[int]bool)
+	var err error
+	if c.ports, err = newPorts(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.ports.release)
 	c.startOutside()
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
@@ -121,7 +125,7 @@ func (c *Cluster) newMember(i, expect int) *Member {
 // memberConfig is a fresh configuration with its own free ports.
 func (c *Cluster) memberConfig(id, dir string, expect int) node.Config {
 	addr := func(udp bool) string {
-		a, err := freeAddr(udp, c.ports)
+		a, err := c.ports.free(udp)
 		if err != nil {
 			c.t.Fatal(err)
 		}
