@@ -66,6 +66,8 @@ type Envelope struct {
 	// (RFC 3461, 6531), carried to the queue for outside recipients.
 	Ret, EnvID string
 	UTF8       bool
+	// Client is the connection the message came in on (SMTP).
+	Client Client
 }
 
 // Source is how a message arrived.

@@ -44,16 +44,28 @@ type Config struct {
 	Checks []Check
 	// Outbound queues mail for outside addresses; nil refuses it.
 	Outbound *Outbound
+	// Inspectors run on mail for local accounts before it is stored
+	// (MX and submission; never APPEND), in order.
+	Inspectors []Inspector
+	// EnvelopeChecks judge mail from other servers at MAIL FROM and
+	// RCPT TO, in order.
+	EnvelopeChecks []EnvelopeCheck
+	// SpoolDir holds the messages being inspected that do not fit in
+	// memory; "" is the system's temporary folder.
+	SpoolDir string
 	Logger   *slog.Logger
 }
 
 // Pipeline starts deliveries. Safe for concurrent use; it holds no state
 // of its own beyond its configuration.
 type Pipeline struct {
-	store    Store
-	checks   []Check
-	outbound *Outbound
-	log      *slog.Logger
+	store      Store
+	checks     []Check
+	inspectors []Inspector
+	envelope   []EnvelopeCheck
+	spoolDir   string
+	outbound   *Outbound
+	log        *slog.Logger
 }
 
 // New builds a pipeline.
@@ -62,7 +74,8 @@ func New(cfg Config) *Pipeline {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	checks := append([]Check{HopCheck()}, cfg.Checks...)
-	return &Pipeline{store: cfg.Store, checks: checks, outbound: cfg.Outbound, log: cfg.Logger}
+	return &Pipeline{store: cfg.Store, checks: checks, inspectors: cfg.Inspectors, envelope: cfg.EnvelopeChecks,
+		spoolDir: cfg.SpoolDir, outbound: cfg.Outbound, log: cfg.Logger}
 }
 
 // Delivery is one message on its way in. Its methods are called in order
@@ -82,6 +95,10 @@ type Delivery struct {
 	body    replication.Ingested
 	hasBody bool
 	hops    *hopCounter
+	// targets is where each account's copy goes, as the inspectors
+	// decided (nil: INBOX for every account); after runs once committed.
+	targets map[string][]Target
+	after   []func(context.Context)
 
 	mu    sync.Mutex
 	state int
@@ -112,7 +129,19 @@ func (p *Pipeline) Begin(ctx context.Context, env Envelope) (*Delivery, error) {
 			return nil, err
 		}
 	}
+	if env.Source == SourceMX {
+		for _, c := range p.envelope {
+			if err := c.CheckSender(ctx, env); err != nil {
+				p.logRefusal(c.Name(), env, err)
+				return nil, err
+			}
+		}
+	}
 	return &Delivery{p: p, env: env}, nil
+}
+
+func (p *Pipeline) logRefusal(check string, env Envelope, err error) {
+	p.log.Info("message refused by a check", "check", check, "source", env.Source.String(), "client", env.Client.IP, "from", env.Sender, "err", err)
 }
 
 func (p *Pipeline) checkOwner(ctx context.Context, account, sender string) error {
@@ -186,6 +215,14 @@ func (d *Delivery) AddRecipientDSN(ctx context.Context, address string, dsn Reci
 	r, err := d.p.resolve(ctx, addr, d.env.Source == SourceSubmission, d.env.Size)
 	if err != nil {
 		return err
+	}
+	if d.env.Source == SourceMX {
+		for _, c := range d.p.envelope {
+			if err := c.CheckRecipient(ctx, d.env, addr); err != nil {
+				d.p.logRefusal(c.Name(), d.env, err)
+				return err
+			}
+		}
 	}
 	if len(r.outside) > 0 && d.p.outbound == nil {
 		if r.forwarded {
@@ -346,6 +383,17 @@ func (d *Delivery) Body(ctx context.Context, r io.Reader, maxSize int64) error {
 	if len(d.accounts)+len(d.remote) == 0 || d.hasBody {
 		return ErrBadSequence
 	}
+	if len(d.p.inspectors) > 0 && len(d.accounts) > 0 {
+		stored, extra, done, err := d.inspect(ctx, r, maxSize)
+		if err != nil {
+			return err
+		}
+		defer done()
+		r = stored
+		if maxSize > 0 {
+			maxSize += extra
+		}
+	}
 	d.hops = newHopCounter()
 	cr := &eofHook{r: io.TeeReader(r, d.hops), onEOF: func(size int64) error { return d.checkQuotas(ctx, size) }}
 	b, err := d.p.store.Ingest(ctx, cr, maxSize)
@@ -383,7 +431,9 @@ type Result struct {
 	// Append is the APPEND's outcome (APPENDUID); zero otherwise.
 	Append state.AppendResult
 	// Delivered is, for MX and submission, the commit's result per
-	// account, in the order of Accounts.
+	// copy: one per account in the order of Accounts, unless the
+	// inspectors filed an account's copy elsewhere, into several
+	// mailboxes, or nowhere.
 	Delivered []state.TargetResult
 	// Queued are the queue entries of the outside recipients.
 	Queued []state.QueueID
@@ -423,9 +473,12 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 		res.Append = ar
 		return res, nil
 	}
-	rcpts := make([]replication.Recipient, len(d.accounts))
-	for i, a := range d.accounts {
-		rcpts[i] = replication.Recipient{Account: a}
+	rcpts, owners := d.recipients()
+	if len(rcpts)+len(d.remote) == 0 {
+		// Every copy was discarded by the recipients' own rules: the
+		// message is accepted and nothing is stored.
+		d.runAfterCommit(ctx)
+		return res, nil
 	}
 	var dl replication.Delivered
 	var err error
@@ -438,7 +491,11 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	res.Delivered, res.Queued = dl.Results, dl.Queued
-	return res, d.outcome(dl.Results, len(dl.Queued))
+	if err := d.outcome(dl.Results, owners, len(dl.Queued)); err != nil {
+		return res, err
+	}
+	d.runAfterCommit(ctx)
+	return res, nil
 }
 
 // outcome turns per-recipient results into the one answer all recipients
@@ -446,7 +503,7 @@ func (d *Delivery) Commit(ctx context.Context) (Result, error) {
 // queued counts the outside recipients committed with them: when some
 // are, a local failure can only be partial (the message is on its way
 // out, so "not stored" would be false).
-func (d *Delivery) outcome(results []state.TargetResult, queued int) error {
+func (d *Delivery) outcome(results []state.TargetResult, owners []string, queued int) error {
 	var failed []error
 	for i, r := range results {
 		err := r.Err()
@@ -455,13 +512,13 @@ func (d *Delivery) outcome(results []state.TargetResult, queued int) error {
 		}
 		switch {
 		case errors.Is(err, replication.ErrQuotaExceeded):
-			err = &MailboxFullError{Address: d.accounts[i]}
+			err = &MailboxFullError{Address: owners[i]}
 		case errors.Is(err, replication.ErrNoSuchAccount):
 			err = ErrNoSuchUser
 		case errors.Is(err, replication.ErrAccountDisabled):
 			err = ErrDisabled
 		default:
-			err = fmt.Errorf("delivery: committing for %s: %w", d.accounts[i], err)
+			err = fmt.Errorf("delivery: committing for %s: %w", owners[i], err)
 		}
 		failed = append(failed, err)
 	}

@@ -175,7 +175,8 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if !validPath(from) {
 		return s.fail("mail", replyBadSender)
 	}
-	env := delivery.Envelope{Source: delivery.SourceMX, Sender: from}
+	env := delivery.Envelope{Source: delivery.SourceMX, Sender: from,
+		Client: delivery.Client{IP: remoteIP(s.remote), Helo: s.helo, TLS: s.tls != nil}}
 	if s.mode != modeMX {
 		env.Source, env.Account = delivery.SourceSubmission, account
 	}
@@ -407,3 +408,15 @@ func validPath(addr string) bool {
 }
 
 var replyBadSequence = refuse("bad_sequence", 503, enh(5, 5, 1), "Bad sequence of commands")
+
+// remoteIP is the client's IP address, nil if remote is not an IP
+// endpoint.
+func remoteIP(remote net.Addr) net.IP {
+	if tcp, ok := remote.(*net.TCPAddr); ok {
+		if v4 := tcp.IP.To4(); v4 != nil {
+			return v4
+		}
+		return tcp.IP
+	}
+	return nil
+}
