@@ -1,6 +1,9 @@
 package auth
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Refusal names the connection limit a client ran into; its value is the
 // label the protocols' metrics use.
@@ -12,6 +15,9 @@ const (
 	// TooManyFromAddress: this client address (IPv6: its /64) holds its
 	// maximum.
 	TooManyFromAddress Refusal = "max_connections_per_ip"
+	// TooFrequent: this client address opened more connections this
+	// minute than the connection rate allows.
+	TooFrequent Refusal = "connection_rate"
 )
 
 // ConnLimit caps one server's open connections, in total and per client
@@ -20,9 +26,20 @@ const (
 type ConnLimit struct {
 	maxTotal, maxPerIP int
 
+	rate *Rate // nil: no rate limit
+
 	mu    sync.Mutex
 	total int
 	perIP map[string]int
+}
+
+// WithRate also limits how many connections one address may open per
+// minute (0: no limit). It returns l.
+func (l *ConnLimit) WithRate(perMinute int) *ConnLimit {
+	if perMinute > 0 {
+		l.rate = NewRate(perMinute, time.Minute, nil)
+	}
+	return l
 }
 
 // NewConnLimit returns a limit of maxTotal connections, maxPerIP of them
@@ -35,6 +52,11 @@ func NewConnLimit(maxTotal, maxPerIP int) *ConnLimit {
 // returns the function that frees the slot (calling it again does
 // nothing), or nil and the limit that was reached.
 func (l *ConnLimit) Admit(ip string) (release func(), refused Refusal) {
+	if l.rate != nil {
+		if ok, _ := l.rate.AllowKey(ip); !ok {
+			return nil, TooFrequent
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {

@@ -22,6 +22,14 @@ type Options struct {
 	// MaxConnectionsPerIP bounds simultaneous connections from one client
 	// address (IPv6: one /64). Default 50.
 	MaxConnectionsPerIP int
+	// ConnectionRatePerIP bounds the connections one client address (IPv6:
+	// one /64) may open per minute, all SMTP ports together; more get 421.
+	// 0: no limit. Counted per node.
+	ConnectionRatePerIP int
+	// MessageRatePerIP bounds the messages one client address may start
+	// per minute on the MX port; more get 451 4.7.1 at MAIL FROM. 0: no
+	// limit. Counted per node.
+	MessageRatePerIP int
 	// MaxCommandsBeforeMail bounds the commands a client may send outside a
 	// mail transaction (EHLO, NOOP, RSET, VRFY, AUTH lines, refused MAIL…)
 	// before it must send a message. The count restarts after each message.

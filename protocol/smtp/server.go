@@ -65,6 +65,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	conns   *auth.ConnLimit // open connections, in total and per client
+	msgRate *auth.Rate      // messages per client per minute on the MX port
 
 	ctx    context.Context // canceled by Close: aborts lookups and deliveries
 	cancel context.CancelFunc
@@ -109,8 +110,9 @@ func newServer(cfg Config, store backend) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, opts: opts, store: store, deliver: cfg.Pipeline, limiter: cfg.Limiter, log: cfg.Logger, metrics: m,
-		conns: auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
-		ctx:   ctx, cancel: cancel,
+		conns:   auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP).WithRate(opts.ConnectionRatePerIP),
+		msgRate: auth.NewRate(opts.MessageRatePerIP, time.Minute, nil),
+		ctx:     ctx, cancel: cancel,
 	}
 	for _, md := range []mode{modeMX, modeSubmission, modeSubmissions} {
 		s.servers[md] = s.newGoSMTP(md)

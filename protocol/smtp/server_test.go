@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -869,5 +870,30 @@ func TestChecksDecideBeforeTheReply(t *testing.T) {
 	}
 	if got := ts.store.stored(); len(got) != 1 || len(got[0].Accounts) != 2 {
 		t.Fatalf("stored %d messages, want only the good one for both", len(got))
+	}
+}
+
+func TestConnectionAndMessageRates(t *testing.T) {
+	ts := startServer(t, serverOpts{options: Options{ConnectionRatePerIP: 2, MessageRatePerIP: 2}})
+	ts.store.addUser("alice@example.test", "pw")
+	r := dialRaw(t, ts.addr[modeMX])
+	r.cmd("EHLO client", "250")
+	for range 2 {
+		r.cmd("MAIL FROM:<a@remote.test>", "250")
+		r.cmd("RSET", "250")
+	}
+	r.cmd("MAIL FROM:<a@remote.test>", "451 4.7.1")
+	// The session goes on: the client may still quit cleanly.
+	r.cmd("QUIT", "221")
+
+	dialRaw(t, ts.addr[modeMX]) // the second this minute: greeted
+	conn, err := net.DialTimeout("tcp", ts.addr[modeMX], 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.HasPrefix(line, "421 4.7.0") {
+		t.Fatalf("third connection within a minute got %q, want 421 4.7.0", line)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -174,6 +175,12 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	}
 	if !validPath(from) {
 		return s.fail("mail", replyBadSender)
+	}
+	if s.mode == modeMX {
+		if ok, wait := s.srv.msgRate.Allow(remoteIP(s.remote)); !ok {
+			return s.fail("mail", refuse("message_rate", 451, enh(4, 7, 1),
+				fmt.Sprintf("Too many messages from your address; try again in %d seconds", int(wait.Seconds())+1)))
+		}
 	}
 	env := delivery.Envelope{Source: delivery.SourceMX, Sender: from,
 		Client: delivery.Client{IP: remoteIP(s.remote), Helo: s.helo, TLS: s.tls != nil}}

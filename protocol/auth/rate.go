@@ -1,25 +1,22 @@
-package reputation
+package auth
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"sync"
 	"time"
-
-	"github.com/mailcluster/mailcluster/delivery"
 )
 
-// Rate counts events per client network in fixed windows and says when a
-// network went over its limit. It is per node: a sender spreading over
-// every MX node gets each node's limit.
+// Rate counts events per client address (IPv6: per /64) in fixed windows
+// and says when one went over its limit: connections or messages per
+// minute. It is per node: a client spreading over every node gets each
+// node's limit. Safe for concurrent use; its memory is bounded.
 type Rate struct {
 	limit  int
 	window time.Duration
 	now    func() time.Time
 
-	mu      sync.Mutex
-	counts  map[string]*windowCount
+	mu     sync.Mutex
+	counts map[string]*windowCount
 }
 
 type windowCount struct {
@@ -43,10 +40,17 @@ func NewRate(limit int, window time.Duration, now func() time.Time) *Rate {
 // Allow counts one event for ip and reports whether it is within the
 // limit, and if not, how long until the window ends.
 func (r *Rate) Allow(ip net.IP) (bool, time.Duration) {
-	if r == nil || r.limit <= 0 || ip == nil {
+	if ip == nil {
 		return true, 0
 	}
-	key := networkOf(ip)
+	return r.AllowKey(networkOf(ip))
+}
+
+// AllowKey is Allow for a ClientIP key.
+func (r *Rate) AllowKey(key string) (bool, time.Duration) {
+	if r == nil || r.limit <= 0 {
+		return true, 0
+	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -84,27 +88,3 @@ func networkOf(ip net.IP) string {
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String()
 }
-
-// MessageRate refuses messages from a client over its per-window limit
-// with 451 4.7.1, at MAIL FROM.
-type MessageRate struct{ rate *Rate }
-
-// NewMessageRate allows limit messages per window per client (0: no limit).
-func NewMessageRate(limit int, window time.Duration) *MessageRate {
-	return &MessageRate{rate: NewRate(limit, window, nil)}
-}
-
-// Name is "rate".
-func (m *MessageRate) Name() string { return "rate" }
-
-// CheckSender counts the message.
-func (m *MessageRate) CheckSender(_ context.Context, env delivery.Envelope) error {
-	if ok, wait := m.rate.Allow(env.Client.IP); !ok {
-		return &delivery.RejectedError{Check: m.Name(), Enhanced: "4.7.1",
-			Reason: fmt.Sprintf("too many messages from your address, try again in %d seconds", int(wait.Seconds())+1)}
-	}
-	return nil
-}
-
-// CheckRecipient passes.
-func (m *MessageRate) CheckRecipient(context.Context, delivery.Envelope, string) error { return nil }
