@@ -23,8 +23,8 @@ func fromDomains(h *header) (domains []string, more bool) {
 		return nil, false
 	}
 	add := func(d string) {
-		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
-		if !validDomain(d) {
+		d = safeDomain(d)
+		if d == "" {
 			return
 		}
 		for _, x := range domains {

@@ -46,8 +46,8 @@ func safeAddress(addr string) string {
 	if at < 0 {
 		return ""
 	}
-	local, domain := addr[:at], strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
-	if !validDomain(domain) {
+	local, domain := addr[:at], safeDomain(addr[at+1:])
+	if domain == "" {
 		return ""
 	}
 	if len(local) > 64 {
@@ -61,8 +61,11 @@ func safeAddress(addr string) string {
 	return local + "@" + domain
 }
 
+// safeDomain returns d as a lower-case ASCII domain name, or "" when it is
+// not one. (An internationalised name in U-labels is not one: converting it
+// would need golang.org/x/text, which the module does not carry yet.)
 func safeDomain(d string) string {
-	d = strings.ToLower(strings.TrimSuffix(d, "."))
+	d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
 	if validDomain(d) {
 		return d
 	}

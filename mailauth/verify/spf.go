@@ -86,15 +86,16 @@ func (c *Checker) checkSPF(ctx context.Context, ip net.IP, helo, mailFrom string
 	sender := mailFrom
 	at := strings.LastIndexByte(mailFrom, '@')
 	if at >= 0 {
-		res.Domain = strings.ToLower(strings.TrimSuffix(mailFrom[at+1:], "."))
+		res.Domain = safeDomain(mailFrom[at+1:])
+		sender = mailFrom[:at+1] + res.Domain
 	} else {
 		// The null sender (or one without a domain): the HELO name speaks
 		// for itself as postmaster@helo.
 		res.Identity = "helo"
-		res.Domain = strings.ToLower(strings.TrimSuffix(helo, "."))
+		res.Domain = safeDomain(helo)
 		sender = "postmaster@" + res.Domain
 	}
-	if !validDomain(res.Domain) {
+	if res.Domain == "" {
 		// An address literal HELO or a malformed domain: nothing to look up.
 		res.Result, res.Reason = None, "no domain to check"
 		return res
