@@ -86,10 +86,11 @@ type Input struct {
 	IP       net.IP // the client's address
 	Helo     string // the EHLO/HELO argument
 	MailFrom string // the MAIL FROM address without angle brackets; "" for the null sender
-	Message  io.Reader
 	// Message is the whole message as received, header and body, CRLF line
-	// ends. Check reads at most MaxMessageBytes of it and may leave the
-	// rest unread.
+	// ends, before any field is added. Check reads at most MaxMessageBytes
+	// of it and may leave the rest unread (it stops early when there is no
+	// signature to verify).
+	Message io.Reader
 }
 
 // Result values, as RFC 8601 §2.7 names them.
@@ -158,8 +159,9 @@ type Result struct {
 	DKIM  []DKIMResult // one per signature verified, in header order; empty: dkim=none
 	DMARC DMARCResult
 	IPRev IPRevResult
-	// FromDomain is the RFC5322.From domain DMARC was evaluated for ("" when
-	// the message has none; see fromDomains for several).
+	// FromDomain is the RFC5322.From domain DMARC was evaluated for: ""
+	// when the message has none; with several From domains, the one whose
+	// outcome was strictest (see checkDMARC).
 	FromDomain string
 	// Policy is what DMARC asks for this message after pct sampling: "none"
 	// unless DMARC failed under a quarantine or reject policy.
