@@ -22,8 +22,8 @@ func TestKindTableKeepsTheTypeBytesOfExistingLogs(t *testing.T) {
 		"CreateMailbox": 0x30, "DeleteMailbox": 0x31, "RenameMailbox": 0x32, "SetSubscribed": 0x33,
 		"Deliver": 0x40, "Append": 0x41, "Copy": 0x42, "Move": 0x43, "SetFlags": 0x44,
 		"Expunge": 0x45, "ClaimRecent": 0x46, "PurgeBlobs": 0x50,
-		"SetDKIMKeys": 0x70,
-		"QueueTick":   0x60, "QueueClaim": 0x61, "QueueRenew": 0x62, "QueueReport": 0x63, "QueueAdmin": 0x64,
+		"SetDKIMKeys": 0x70, "TrainSpam": 0x71,
+		"QueueTick": 0x60, "QueueClaim": 0x61, "QueueRenew": 0x62, "QueueReport": 0x63, "QueueAdmin": 0x64,
 	}
 	got := map[string]byte{}
 	for _, k := range commandKinds.byType {
