@@ -34,6 +34,11 @@ const (
 	MaxParts = 100
 	MaxDepth = 8
 
+	// maxBigrams: word pairs only from the start of the text, where the
+	// telling phrases are; every pair is a new key in the counts of nearly
+	// every message, so more of them cost state without helping much.
+	maxBigrams = 16
+
 	minWordRunes = 2
 	maxWordRunes = 40
 	maxHeaderLen = 64 << 10 // header block of the message or of a part
@@ -67,8 +72,8 @@ var headerFields = []struct {
 // charsets package message knows undone, HTML tags dropped), lower case,
 // 2 to 40 letters or digits; the host names of URLs ("url:host"); the
 // media types of the parts ("part:text/html") and the file-name
-// extensions of attachments; and, while room is left, pairs of adjacent
-// words ("w1 w2"). A message that does not parse as MIME is tokenized as
+// extensions of attachments; and, while room is left, the first 16 pairs of
+// adjacent words ("w1 w2"). A message that does not parse as MIME is tokenized as
 // plain text. The error is only ever r's own read error.
 func Tokens(r io.Reader) ([]uint64, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxReadBytes))
@@ -243,7 +248,7 @@ func (t *tokenizer) text(b []byte, isHTML bool) {
 	prev := ""
 	words(s, func(w string) {
 		t.add(w)
-		if prev != "" && len(t.bigrams) < MaxTokens {
+		if prev != "" && len(t.bigrams) < maxBigrams {
 			t.bigrams = append(t.bigrams, TokenHash(prev+" "+w))
 		}
 		prev = w
