@@ -162,6 +162,7 @@ func (s *session) copyOrMove(numSet imap.NumSet, dest string, mw *imapserver.Mov
 	if len(res.Source) == 0 {
 		return nil, nil // everything was expunged meanwhile
 	}
+	s.train(move, destMB, res)
 	if destMB.ID == s.sel.id {
 		for _, uid := range res.Dest.UIDs() {
 			s.sel.ownAdded[uid] = struct{}{}

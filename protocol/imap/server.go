@@ -89,6 +89,9 @@ type Config struct {
 	// Pipeline stores APPENDed messages, as every other way in does; nil:
 	// one over Store, without checks.
 	Pipeline *delivery.Pipeline
+	// Trainer learns spam from messages moved into and out of Junk (see
+	// junk.go); nil: no training.
+	Trainer Trainer
 	// HandshakeTimeout bounds the TLS handshake on the implicit-TLS port.
 	// Default 30s.
 	HandshakeTimeout time.Duration

@@ -166,6 +166,9 @@ func (a *applier) deleteAccount(c *DeleteAccount) (Result, error) {
 	if err := deleteKeys(a.subs, subKeys); err != nil {
 		return nil, err
 	}
+	if err := a.deleteSpamCounts(rec.ID); err != nil {
+		return nil, err
+	}
 	for _, step := range []struct {
 		b   interface{ Delete([]byte) error }
 		key []byte

@@ -38,8 +38,9 @@ type AddAccount struct {
 	QuotaMessages int64  `json:"quota_messages,omitempty"`
 }
 
-// DeleteAccount removes an account, its mailboxes, messages and
-// subscriptions, and releases its blob references. Result: Done.
+// DeleteAccount removes an account, its mailboxes, messages,
+// subscriptions and spam counts (the cluster-wide counts keep what it
+// taught), and releases its blob references. Result: Done.
 type DeleteAccount struct {
 	command
 	Time    int64  `json:"t"`

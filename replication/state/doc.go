@@ -2,10 +2,10 @@
 // its local bbolt file and changes only by applying committed Raft entries.
 //
 // Its one job is to turn an ordered log of commands (Deliver, Append, Copy,
-// SetFlags, Expunge, CreateMailbox, AddAccount, QueueClaim, …) into
-// accounts, mailboxes, message records, flag indexes, the outbound queue and
-// blob reference counts, identically on every node, and to serve consistent
-// reads of that data.
+// SetFlags, Expunge, CreateMailbox, AddAccount, QueueClaim, TrainSpam, …)
+// into accounts, mailboxes, message records, flag indexes, the outbound
+// queue, blob reference counts and the spam classifier's token counts,
+// identically on every node, and to serve consistent reads of that data.
 //
 // Invariants it keeps:
 //   - Apply is deterministic: the proposer's time travels in every command;

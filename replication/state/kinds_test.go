@@ -22,7 +22,7 @@ func TestKindTableKeepsTheTypeBytesOfExistingLogs(t *testing.T) {
 		"CreateMailbox": 0x30, "DeleteMailbox": 0x31, "RenameMailbox": 0x32, "SetSubscribed": 0x33,
 		"Deliver": 0x40, "Append": 0x41, "Copy": 0x42, "Move": 0x43, "SetFlags": 0x44,
 		"Expunge": 0x45, "ClaimRecent": 0x46, "PurgeBlobs": 0x50,
-		"SetDKIMKeys": 0x70, "GreylistSeen": 0x77,
+		"SetDKIMKeys": 0x70, "TrainSpam": 0x71, "GreylistSeen": 0x77,
 		"QueueTick": 0x60, "QueueClaim": 0x61, "QueueRenew": 0x62, "QueueReport": 0x63, "QueueAdmin": 0x64,
 	}
 	got := map[string]byte{}
