@@ -82,8 +82,8 @@ var commandKinds = indexKinds(
 	def(0x20, "SetAlias", addressing, Done{}, (*applier).setAlias),
 	def(0x21, "DeleteAlias", addressing, Done{}, (*applier).deleteAlias),
 	def(0x77, "GreylistSeen", mailOnly, Done{}, (*applier).greylistSeen), // cmd_greylist.go
-	def(0x70, "SetDKIMKeys", mailOnly, Done{}, (*applier).setDKIMKeys), // cmd_dkim.go; not addressing: keys never change how a recipient resolves
-	def(0x71, "TrainSpam", mailOnly, Done{}, (*applier).trainSpam),     // cmd_spam.go; counts only, never how mail resolves
+	def(0x70, "SetDKIMKeys", mailOnly, Done{}, (*applier).setDKIMKeys),   // cmd_dkim.go; not addressing: keys never change how a recipient resolves
+	def(0x71, "TrainSpam", mailOnly, Done{}, (*applier).trainSpam),       // cmd_spam.go; counts only, never how mail resolves
 	def(0x30, "CreateMailbox", mailOnly, MailboxResult{}, (*applier).createMailbox),
 	def(0x31, "DeleteMailbox", mailOnly, Done{}, (*applier).deleteMailbox),
 	def(0x32, "RenameMailbox", mailOnly, MailboxResult{}, (*applier).renameMailbox),
