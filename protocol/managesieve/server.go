@@ -187,6 +187,10 @@ func NewServer(cfg Config) (*Server, error) {
 // 4190). ManageSieve has no implicit-TLS port. It returns net.ErrClosed
 // after Close.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.isClosed() {
+		_ = ln.Close()
+		return net.ErrClosed
+	}
 	l := listen.New(ln, listen.Options{
 		Name: "managesieve", Limit: s.limit, Logger: s.log,
 		Wrap: func(c net.Conn, release func()) net.Conn {
