@@ -87,7 +87,7 @@ func FuzzSession(f *testing.F) {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		for name, content := range st.scripts {
-			if testCheck([]byte(content)) != nil || len(content) > 100 || validName(name) != nil {
+			if testCheck([]byte(content)) != nil || len(content) > 100 || ValidName(name) != nil {
 				t.Fatalf("stored %q: %q", name, content)
 			}
 		}

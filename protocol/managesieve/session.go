@@ -97,9 +97,11 @@ func (c *session) run() {
 			// RFC 5804 has no empty command; ignoring one costs nothing.
 		case errors.As(err, &perr):
 			c.countCommand()
-			if perr.TooBig {
+			switch {
+			case c.quit:
+			case perr.TooBig:
 				c.no("QUOTA/MAXSIZE", perr.Msg)
-			} else {
+			default:
 				c.bad("syntax error: " + perr.Msg)
 			}
 			c.srv.metrics.commands.WithLabelValues("other", "no").Inc()
@@ -314,9 +316,9 @@ func number(a arg) (uint32, bool) {
 	return uint32(v), err == nil
 }
 
-// validName checks a script name (RFC 5804 §1.6): UTF-8, not empty, no
+// ValidName checks a script name (RFC 5804 §1.6): UTF-8, not empty, no
 // control characters (C0, DEL, C1), no line or paragraph separator.
-func validName(name string) error {
+func ValidName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("a script name cannot be empty")
@@ -335,7 +337,7 @@ func validName(name string) error {
 
 // name reads a script-name argument, answering NO itself when invalid.
 func (c *session) name(a arg) (string, bool) {
-	if err := validName(a.val); err != nil {
+	if err := ValidName(a.val); err != nil {
 		c.no("", err.Error())
 		return "", false
 	}
