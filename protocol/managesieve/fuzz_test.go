@@ -21,7 +21,7 @@ func FuzzParseCommand(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		cmd, err := ParseCommand(in)
+		cmd, err := parseCommand(in)
 		if err != nil {
 			return
 		}

@@ -35,22 +35,22 @@ type arg struct {
 
 func (a arg) isString() bool { return a.kind != argAtom }
 
-// Command is one parsed client command.
-type Command struct {
+// command is one parsed client command.
+type command struct {
 	// Name is the keyword, upper-cased.
 	Name string
 	args []arg
 }
 
-// ParseError is a command the reader read to its end but could not
+// parseError is a command the reader read to its end but could not
 // understand; the session answers NO with its text and goes on.
-type ParseError struct {
+type parseError struct {
 	Msg string
 	// TooBig: a literal was over the size limit (and was thrown away).
 	TooBig bool
 }
 
-func (e *ParseError) Error() string { return e.Msg }
+func (e *parseError) Error() string { return e.Msg }
 
 var (
 	// errEmpty is an empty line: ignored.
@@ -72,7 +72,7 @@ const maxLiteralDigits = 10
 type cmdReader struct {
 	r *bufio.Reader
 	// maxLiteral is the largest literal kept; a larger one is read and
-	// thrown away (ParseError.TooBig), up to maxDiscard octets per command,
+	// thrown away (parseError.TooBig), up to maxDiscard octets per command,
 	// beyond which the reader gives up (errDesync).
 	maxLiteral int
 	maxDiscard int64
@@ -150,17 +150,17 @@ func cutLiteral(line []byte) (rest []byte, n int64, ok bool) {
 
 // readArgs reads one command, or one AUTHENTICATE response, to its end:
 // its lines and the literals between them. A command it cannot understand
-// is still read to its end and comes back as a *ParseError. An I/O error,
+// is still read to its end and comes back as a *parseError. An I/O error,
 // errEmpty or errDesync is returned as such.
 func (cr *cmdReader) readArgs() ([]arg, error) {
 	var (
 		args     []arg
-		perr     *ParseError
+		perr     *parseError
 		literals int
 		kept     int   // literal octets kept
 		skipped  int64 // literal octets thrown away
 	)
-	fail := func(e *ParseError) {
+	fail := func(e *parseError) {
 		if perr == nil {
 			perr = e
 		}
@@ -172,11 +172,11 @@ func (cr *cmdReader) readArgs() ([]arg, error) {
 		}
 		body, n, lit := cutLiteral(line)
 		if long {
-			fail(&ParseError{Msg: "line too long"})
+			fail(&parseError{Msg: "line too long"})
 		} else if perr == nil {
 			toks, terr := tokenize(body)
 			if terr != nil {
-				fail(&ParseError{Msg: terr.Error()})
+				fail(&parseError{Msg: terr.Error()})
 			}
 			args = append(args, toks...)
 		}
@@ -188,10 +188,10 @@ func (cr *cmdReader) readArgs() ([]arg, error) {
 			return nil, errDesync
 		}
 		if literals > maxLiterals {
-			fail(&ParseError{Msg: "too many literals in one command"})
+			fail(&parseError{Msg: "too many literals in one command"})
 		}
 		if n > int64(cr.maxLiteral) || kept+int(n) > cr.maxLiteral+maxNameLength*2 {
-			fail(&ParseError{Msg: fmt.Sprintf("literal of %d octets is over the limit of %d", n, cr.maxLiteral), TooBig: true})
+			fail(&parseError{Msg: fmt.Sprintf("literal of %d octets is over the limit of %d", n, cr.maxLiteral), TooBig: true})
 		}
 		if perr != nil {
 			if _, err := io.CopyN(io.Discard, cr.r, n); err != nil {
@@ -220,24 +220,24 @@ func (cr *cmdReader) readArgs() ([]arg, error) {
 }
 
 // readCommand reads one command: a keyword atom and its arguments.
-func (cr *cmdReader) readCommand() (Command, error) {
+func (cr *cmdReader) readCommand() (command, error) {
 	args, err := cr.readArgs()
 	if err != nil {
-		return Command{}, err
+		return command{}, err
 	}
 	return commandOf(args)
 }
 
-func commandOf(args []arg) (Command, error) {
+func commandOf(args []arg) (command, error) {
 	if args[0].kind != argAtom {
-		return Command{}, &ParseError{Msg: "a command starts with its name"}
+		return command{}, &parseError{Msg: "a command starts with its name"}
 	}
-	return Command{Name: strings.ToUpper(args[0].val), args: args[1:]}, nil
+	return command{Name: strings.ToUpper(args[0].val), args: args[1:]}, nil
 }
 
-// ParseCommand parses one command from b: what the fuzz test and the unit
+// parseCommand parses one command from b: what the fuzz test and the unit
 // tests drive, with the server's default limits.
-func ParseCommand(b []byte) (Command, error) {
+func parseCommand(b []byte) (command, error) {
 	cr := newCmdReader(bytes.NewReader(b), defaultMaxLine, DefaultMaxScriptSize, defaultMaxDiscard)
 	return cr.readCommand()
 }

@@ -20,7 +20,7 @@ func TestParseCommand(t *testing.T) {
 		{"GETSCRIPT {0+}\r\n\r\n", "GETSCRIPT", []arg{{argLiteral, ""}}},
 		{"AUTHENTICATE  \"PLAIN\"   \"=\"\r\n", "AUTHENTICATE", []arg{{argQuoted, "PLAIN"}, {argQuoted, "="}}},
 	} {
-		cmd, err := ParseCommand([]byte(tc.in))
+		cmd, err := parseCommand([]byte(tc.in))
 		if err != nil {
 			t.Errorf("%q: %v", tc.in, err)
 			continue
@@ -36,19 +36,19 @@ func TestParseCommand(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"\"x\"\r\n", "NOOP \"a\r\n", "NOOP \"\\n\"\r\n", "NOOP {3+} x\r\n", "NOOP \x00\r\n", "NOOP (\r\n"} {
-		var perr *ParseError
-		if _, err := ParseCommand([]byte(in)); !errors.As(err, &perr) {
-			t.Errorf("%q: %v, want a ParseError", in, err)
+		var perr *parseError
+		if _, err := parseCommand([]byte(in)); !errors.As(err, &perr) {
+			t.Errorf("%q: %v, want a parseError", in, err)
 		}
 	}
-	if _, err := ParseCommand([]byte("\r\n")); !errors.Is(err, errEmpty) {
+	if _, err := parseCommand([]byte("\r\n")); !errors.Is(err, errEmpty) {
 		t.Errorf("empty line: %v", err)
 	}
-	if _, err := ParseCommand([]byte("PUTSCRIPT \"a\" {99999999999+}\r\n")); !errors.Is(err, errDesync) {
+	if _, err := parseCommand([]byte("PUTSCRIPT \"a\" {99999999999+}\r\n")); !errors.Is(err, errDesync) {
 		t.Errorf("huge literal: %v", err)
 	}
-	var perr *ParseError
-	if _, err := ParseCommand([]byte("PUTSCRIPT \"a\" {70000+}\r\n" + strings.Repeat("x", 70000) + "\r\n")); !errors.As(err, &perr) || !perr.TooBig {
+	var perr *parseError
+	if _, err := parseCommand([]byte("PUTSCRIPT \"a\" {70000+}\r\n" + strings.Repeat("x", 70000) + "\r\n")); !errors.As(err, &perr) || !perr.TooBig {
 		t.Errorf("literal over the script size: %v", err)
 	}
 }
@@ -64,7 +64,7 @@ func TestAppendString(t *testing.T) {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 		// What is written reads back as the same string.
-		cmd, err := ParseCommand([]byte("X " + strings.Replace(want, "}\r\n", "+}\r\n", 1) + "\r\n"))
+		cmd, err := parseCommand([]byte("X " + strings.Replace(want, "}\r\n", "+}\r\n", 1) + "\r\n"))
 		if err != nil || len(cmd.args) != 1 || cmd.args[0].val != in {
 			t.Errorf("%q does not read back: %+v %v", in, cmd, err)
 		}

@@ -89,7 +89,7 @@ func (c *session) run() {
 		// idle timeout: a client trickling octets cannot hold the session.
 		_ = c.conn.SetReadDeadline(time.Now().Add(c.srv.idle))
 		cmd, err := c.r.readCommand()
-		var perr *ParseError
+		var perr *parseError
 		switch {
 		case err == nil:
 			c.handle(cmd)
@@ -208,7 +208,7 @@ func (c *session) countCommand() {
 	}
 }
 
-func (c *session) handle(cmd Command) {
+func (c *session) handle(cmd command) {
 	c.countCommand()
 	if c.quit {
 		return
@@ -222,7 +222,7 @@ func (c *session) handle(cmd Command) {
 }
 
 // authed returns the handler of a command that needs a login.
-func authed(name string) (func(*session, Command), bool) {
+func authed(name string) (func(*session, command), bool) {
 	switch name {
 	case "HAVESPACE":
 		return (*session).cmdHaveSpace, true
@@ -246,7 +246,7 @@ func authed(name string) (func(*session, Command), bool) {
 	return nil, false
 }
 
-func (c *session) dispatch(cmd Command) {
+func (c *session) dispatch(cmd command) {
 	switch cmd.Name {
 	case "CAPABILITY":
 		if c.args(cmd, "CAPABILITY") {
@@ -284,7 +284,7 @@ func (c *session) dispatch(cmd Command) {
 // args checks that cmd has exactly the string (s) and number (n)
 // arguments the pattern names, in order, and answers NO with the syntax
 // when not. pattern is "NAME s n".
-func (c *session) args(cmd Command, pattern string) bool {
+func (c *session) args(cmd command, pattern string) bool {
 	kinds := strings.Fields(pattern)[1:]
 	ok := len(cmd.args) == len(kinds)
 	for i := 0; ok && i < len(kinds); i++ {
@@ -372,7 +372,7 @@ func (c *session) capabilities() {
 	c.line(quote("VERSION"), quote("1.0"))
 }
 
-func (c *session) cmdNoop(cmd Command) {
+func (c *session) cmdNoop(cmd command) {
 	switch {
 	case len(cmd.args) == 0:
 		c.ok("", "done")
@@ -384,7 +384,7 @@ func (c *session) cmdNoop(cmd Command) {
 	}
 }
 
-func (c *session) cmdStartTLS(cmd Command) {
+func (c *session) cmdStartTLS(cmd command) {
 	if !c.args(cmd, "STARTTLS") {
 		return
 	}
@@ -425,7 +425,7 @@ func (c *session) cmdStartTLS(cmd Command) {
 // a user name and a password of auth.MaxCredential octets each.
 const maxAuthResponse = 4 * (2*auth.MaxCredential + 3 + 2*auth.MaxCredential) / 3
 
-func (c *session) cmdAuthenticate(cmd Command) {
+func (c *session) cmdAuthenticate(cmd command) {
 	if n := len(cmd.args); n < 1 || n > 2 || !cmd.args[n-1].isString() {
 		c.bad(`syntax: AUTHENTICATE "PLAIN" [<initial-response>]`)
 		return
@@ -449,7 +449,7 @@ func (c *session) cmdAuthenticate(cmd Command) {
 		// with a string (quoted or literal) on its own line.
 		_, _ = c.w.WriteString("\"\"\r\n")
 		args, err := c.r.readArgs()
-		var perr *ParseError
+		var perr *parseError
 		switch {
 		case errors.As(err, &perr):
 			c.no("", "malformed SASL response: "+perr.Msg)
@@ -560,7 +560,7 @@ func (c *session) login(user, pass string) {
 
 // --- authenticated ---------------------------------------------------------
 
-func (c *session) cmdUnauthenticate(cmd Command) {
+func (c *session) cmdUnauthenticate(cmd command) {
 	if c.args(cmd, "UNAUTHENTICATE") {
 		c.account = ""
 		c.log = c.srv.log.With("remote", c.raw.RemoteAddr().String())
@@ -578,7 +578,7 @@ func (c *session) sizeOK(size int) bool {
 	return true
 }
 
-func (c *session) cmdHaveSpace(cmd Command) {
+func (c *session) cmdHaveSpace(cmd command) {
 	if !c.args(cmd, "HAVESPACE s n") {
 		return
 	}
@@ -611,7 +611,7 @@ func (c *session) check(content string) bool {
 	if c.srv.cfg.Check == nil {
 		return true
 	}
-	if err := c.srv.cfg.Check([]byte(content)); err != nil {
+	if err := c.compile(content); err != nil {
 		msg := err.Error()
 		if len(msg) > 4096 {
 			msg = msg[:4096] + "…"
@@ -622,7 +622,19 @@ func (c *session) check(content string) bool {
 	return true
 }
 
-func (c *session) cmdPutScript(cmd Command) {
+// compile runs the Checker. A checker that panics on a hostile script
+// costs that script, not the node.
+func (c *session) compile(content string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("managesieve: the Sieve checker panicked", "panic", r)
+			err = errors.New("the script could not be checked")
+		}
+	}()
+	return c.srv.cfg.Check([]byte(content))
+}
+
+func (c *session) cmdPutScript(cmd command) {
 	if !c.args(cmd, "PUTSCRIPT s s") {
 		return
 	}
@@ -639,13 +651,13 @@ func (c *session) cmdPutScript(cmd Command) {
 	c.ok("", "")
 }
 
-func (c *session) cmdCheckScript(cmd Command) {
+func (c *session) cmdCheckScript(cmd command) {
 	if c.args(cmd, "CHECKSCRIPT s") && c.check(cmd.args[0].val) {
 		c.ok("", "")
 	}
 }
 
-func (c *session) cmdListScripts(cmd Command) {
+func (c *session) cmdListScripts(cmd command) {
 	if !c.args(cmd, "LISTSCRIPTS") {
 		return
 	}
@@ -666,7 +678,7 @@ func (c *session) cmdListScripts(cmd Command) {
 	c.ok("", "")
 }
 
-func (c *session) cmdSetActive(cmd Command) {
+func (c *session) cmdSetActive(cmd command) {
 	if !c.args(cmd, "SETACTIVE s") {
 		return
 	}
@@ -686,7 +698,7 @@ func (c *session) cmdSetActive(cmd Command) {
 	c.ok("", "")
 }
 
-func (c *session) cmdGetScript(cmd Command) {
+func (c *session) cmdGetScript(cmd command) {
 	if !c.args(cmd, "GETSCRIPT s") {
 		return
 	}
@@ -708,7 +720,7 @@ func (c *session) cmdGetScript(cmd Command) {
 	c.ok("", "")
 }
 
-func (c *session) cmdDeleteScript(cmd Command) {
+func (c *session) cmdDeleteScript(cmd command) {
 	if !c.args(cmd, "DELETESCRIPT s") {
 		return
 	}
@@ -725,7 +737,7 @@ func (c *session) cmdDeleteScript(cmd Command) {
 	c.ok("", "")
 }
 
-func (c *session) cmdRenameScript(cmd Command) {
+func (c *session) cmdRenameScript(cmd command) {
 	if !c.args(cmd, "RENAMESCRIPT s s") {
 		return
 	}

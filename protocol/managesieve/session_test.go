@@ -499,3 +499,26 @@ func TestCloseEndsSessions(t *testing.T) {
 		t.Fatalf("Serve after Close: %v", err)
 	}
 }
+
+// A checker that panics on a script refuses that script; the session and
+// the node go on.
+func TestCheckerPanic(t *testing.T) {
+	st := newFakeStore()
+	srv := startServer(t, st, Options{}, func(c *Config) {
+		c.Check = func(b []byte) error {
+			if strings.Contains(string(b), "boom") {
+				panic("boom")
+			}
+			return nil
+		}
+	})
+	c, _ := dial(t, srv.addr)
+	c.login()
+	if s := c.cmd(`PUTSCRIPT "a" "boom"`); s != `NO "the script could not be checked"` {
+		t.Fatalf("panicking checker: %s", s)
+	}
+	if _, ok := st.get("a"); ok {
+		t.Fatal("an unchecked script was stored")
+	}
+	c.ok(`PUTSCRIPT "a" "keep;"`)
+}
