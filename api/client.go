@@ -247,3 +247,34 @@ func (c *Client) QueueAction(ctx context.Context, op string, r QueueActionReques
 	err := c.Do(ctx, http.MethodPost, "/api/queue/"+esc(op), r, &out)
 	return out, err
 }
+
+// SieveScripts is GET /api/users/{address}/sieve: the account's Sieve
+// scripts by name.
+func (c *Client) SieveScripts(ctx context.Context, address string) ([]SieveScriptInfo, error) {
+	var out []SieveScriptInfo
+	err := c.Do(ctx, http.MethodGet, "/api/users/"+esc(address)+"/sieve", nil, &out)
+	return out, err
+}
+
+// SieveScript is GET /api/users/{address}/sieve/scripts/{name}.
+func (c *Client) SieveScript(ctx context.Context, address, name string) (SieveScript, error) {
+	var out SieveScript
+	err := c.Do(ctx, http.MethodGet, "/api/users/"+esc(address)+"/sieve/scripts/"+esc(name), nil, &out)
+	return out, err
+}
+
+// PutSieveScript is PUT /api/users/{address}/sieve/scripts/{name}.
+func (c *Client) PutSieveScript(ctx context.Context, address, name string, r SievePutRequest) error {
+	return c.Do(ctx, http.MethodPut, "/api/users/"+esc(address)+"/sieve/scripts/"+esc(name), r, nil)
+}
+
+// DeleteSieveScript is DELETE /api/users/{address}/sieve/scripts/{name};
+// the active script is refused (409).
+func (c *Client) DeleteSieveScript(ctx context.Context, address, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/users/"+esc(address)+"/sieve/scripts/"+esc(name), nil, nil)
+}
+
+// SetSieveActive is PUT /api/users/{address}/sieve/active.
+func (c *Client) SetSieveActive(ctx context.Context, address string, r SieveActiveRequest) error {
+	return c.Do(ctx, http.MethodPut, "/api/users/"+esc(address)+"/sieve/active", r, nil)
+}

@@ -232,3 +232,34 @@ type QueueActionResult struct {
 	Changed []string `json:"changed"`
 	Gone    []string `json:"gone,omitempty"`
 }
+
+// SieveScriptInfo is one of an account's Sieve filter scripts, as
+// GET /api/users/{address}/sieve lists them (by name). At most one is
+// active: the one that filters the account's incoming mail.
+type SieveScriptInfo struct {
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+}
+
+// SieveScript is one script with its text
+// (GET /api/users/{address}/sieve/scripts/{name}).
+type SieveScript struct {
+	Name    string `json:"name"`
+	Active  bool   `json:"active"`
+	Content string `json:"content"`
+}
+
+// SievePutRequest creates or replaces a script
+// (PUT /api/users/{address}/sieve/scripts/{name}); it is compiled first and
+// refused (400) with the compiler's message if it is not valid Sieve.
+// Activate makes it the active script too.
+type SievePutRequest struct {
+	Content  string `json:"content"`
+	Activate bool   `json:"activate,omitempty"`
+}
+
+// SieveActiveRequest names the script to make active
+// (PUT /api/users/{address}/sieve/active); "" deactivates every script.
+type SieveActiveRequest struct {
+	Name string `json:"name"`
+}

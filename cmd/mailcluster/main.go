@@ -28,6 +28,7 @@ usage: mailcluster <command> [flags]
   dkim     list | rotate | retire — the domains' DKIM signing keys
   dns      records | check — the DNS records a domain needs, and whether they are published
   queue    list | show | retry | bounce | delete — mail waiting to go to the outside
+  sieve    list | get | put | delete | activate | deactivate — an account's Sieve filter scripts
   version  print the version
 
 Admin commands reach a node with --addr host:port and --token (or MAILCLUSTER_ADDR and
@@ -54,6 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"dkim":   cmdDKIM,
 		"dns":    cmdDNS,
 		"queue":  cmdQueue,
+		"sieve":  cmdSieve,
 
 		"outside": cmdOutside, // hidden (not in the usage): the chaos suite's outside world in a container
 	}

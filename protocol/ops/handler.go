@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailcluster/mailcluster/api"
 	"github.com/mailcluster/mailcluster/protocol/auth"
+	"github.com/mailcluster/mailcluster/protocol/managesieve"
 )
 
 // Cluster is what the HTTP endpoints need from the node.
@@ -41,6 +42,15 @@ type Options struct {
 	// TokenLimits throttle clients that present wrong admin tokens; zero
 	// values take DefaultTokenLimits'.
 	TokenLimits auth.LimiterOptions
+
+	// Sieve holds the accounts' Sieve scripts (sieve.go); nil leaves
+	// those routes out. SieveCheck compiles a script before it is stored
+	// (nil: any UTF-8 text is taken); SieveMaxScriptSize bounds one
+	// (default managesieve.DefaultMaxScriptSize). Give both the values
+	// the ManageSieve server has, so both refuse the same scripts.
+	Sieve              SieveScripts
+	SieveCheck         managesieve.Checker
+	SieveMaxScriptSize int
 }
 
 // DefaultTokenLimits: ten wrong tokens from one address (IPv6: one /64)
@@ -99,6 +109,11 @@ func NewHandler(o Options) http.Handler {
 	})
 	if o.Admin != nil {
 		for pattern, h := range adminRoutes(o.Admin) {
+			handle(pattern, h)
+		}
+	}
+	if o.Sieve != nil {
+		for pattern, h := range sieveRoutes(o.Sieve, o.SieveCheck, o.SieveMaxScriptSize) {
 			handle(pattern, h)
 		}
 	}
