@@ -82,6 +82,13 @@ var commandKinds = indexKinds(
 	def(0x20, "SetAlias", addressing, Done{}, (*applier).setAlias),
 	def(0x21, "DeleteAlias", addressing, Done{}, (*applier).deleteAlias),
 	def(0x70, "SetDKIMKeys", mailOnly, Done{}, (*applier).setDKIMKeys), // cmd_dkim.go; not addressing: keys never change how a recipient resolves
+	// cmd_sieve.go. The script kinds are addressing: a script decides where a
+	// recipient's mail goes, and delivery reads it after the scoped barrier.
+	def(0x72, "PutSieveScript", addressing, Done{}, (*applier).putSieveScript),
+	def(0x73, "DeleteSieveScript", addressing, Done{}, (*applier).deleteSieveScript),
+	def(0x74, "RenameSieveScript", addressing, Done{}, (*applier).renameSieveScript),
+	def(0x75, "SetActiveSieveScript", addressing, Done{}, (*applier).setActiveSieveScript),
+	def(0x76, "VacationSent", mailOnly, Done{}, (*applier).vacationSent),
 	def(0x30, "CreateMailbox", mailOnly, MailboxResult{}, (*applier).createMailbox),
 	def(0x31, "DeleteMailbox", mailOnly, Done{}, (*applier).deleteMailbox),
 	def(0x32, "RenameMailbox", mailOnly, MailboxResult{}, (*applier).renameMailbox),
