@@ -253,6 +253,7 @@ func joinReferences(refs, id string) string {
 func (v *Vacation) Message(now time.Time, hostname string) []byte {
 	var b bytes.Buffer
 	field := func(name, value string) {
+		value = strings.NewReplacer("\r", "", "\n", "").Replace(value) // no field of ours spans lines
 		if value != "" {
 			fmt.Fprintf(&b, "%s: %s\r\n", name, value)
 		}
