@@ -373,8 +373,18 @@ func TestVacationMessage(t *testing.T) {
 	if !strings.Contains(string(raw), "\r\n\r\nBack on Monday.\r\n=C3=80 bient=C3=B4t\r\n") {
 		t.Fatalf("body %q", raw)
 	}
+	// A long non-ASCII subject is folded between encoded words.
+	v.Subject = oneLine(strings.Repeat("日本語のメール ", 40), maxSubject)
+	raw = v.Message(now, "mx1.example.org")
+	m, err = mail.ReadMessage(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dec(m.Header.Get("Subject")); got != v.Subject {
+		t.Fatalf("long subject %q, want %q", got, v.Subject)
+	}
 	for _, line := range strings.Split(string(raw), "\r\n") {
-		if strings.Contains(line, "\n") || len(line) > 998 {
+		if strings.Contains(line, "\n") || len(line) > 200 {
 			t.Fatalf("bad line %q", line)
 		}
 	}

@@ -31,8 +31,12 @@ type Vacation struct {
 	References string
 }
 
-// maxSubject bounds the reply's subject (runes).
-const maxSubject = 200
+// maxSubject and maxName bound the reply's subject and From display name
+// (runes): encoded, they stay well inside a line.
+const (
+	maxSubject = 200
+	maxName    = 60
+)
 
 // maxHandle is the longest handle kept as given; longer ones are hashed.
 const maxHandle = 128
@@ -154,7 +158,7 @@ func isSystemSender(addr string) bool {
 func (r *run) replyFrom(v *vacationArgs, matched string, own []string) string {
 	if v.hasFrom {
 		if a, err := mail.ParseAddress(v.from); err == nil && isOwn(a.Address, own) {
-			a.Name = oneLine(a.Name, maxSubject)
+			a.Name = oneLine(a.Name, maxName)
 			return a.String()
 		}
 	}
@@ -260,7 +264,14 @@ func (v *Vacation) Message(now time.Time, hostname string) []byte {
 	}
 	field("From", encodeAddress(v.From))
 	field("To", "<"+v.To+">")
-	field("Subject", mime.QEncoding.Encode("utf-8", v.Subject))
+	if enc := mime.QEncoding.Encode("utf-8", v.Subject); strings.HasPrefix(enc, "=?") {
+		// Fold between the encoded words (each at most 75 characters), so
+		// no line passes 998 octets (RFC 5322 §2.1.1); Q encoding leaves
+		// no other space.
+		fmt.Fprintf(&b, "Subject: %s\r\n", strings.ReplaceAll(enc, " ", "\r\n "))
+	} else {
+		field("Subject", v.Subject)
+	}
 	field("Date", now.Format(time.RFC1123Z))
 	field("Message-ID", newMessageID(now, hostname))
 	field("In-Reply-To", v.InReplyTo)
