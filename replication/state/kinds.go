@@ -43,7 +43,7 @@ type kindFlags uint8
 const (
 	// addressing: the command may change how a recipient address resolves,
 	// whether it takes mail or who may log in (domains, accounts, aliases,
-	// forwarding, quotas, the disabled flag, passwords): the read barrier of
+	// forwarding, quotas, the disabled flag, passwords, sieve scripts): the read barrier of
 	// ScopeAddressing waits for it. When in doubt, say addressing: waiting
 	// too long is safe, missing a change is not.
 	addressing kindFlags = 1 << iota
