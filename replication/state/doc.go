@@ -3,9 +3,9 @@
 //
 // Its one job is to turn an ordered log of commands (Deliver, Append, Copy,
 // SetFlags, Expunge, CreateMailbox, AddAccount, QueueClaim, …) into
-// accounts, mailboxes, message records, flag indexes, the outbound queue and
-// blob reference counts, identically on every node, and to serve consistent
-// reads of that data.
+// accounts, mailboxes, message records, flag indexes, the outbound queue,
+// users' Sieve scripts and vacation records, and blob reference counts,
+// identically on every node, and to serve consistent reads of that data.
 //
 // Invariants it keeps:
 //   - Apply is deterministic: the proposer's time travels in every command;
