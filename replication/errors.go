@@ -51,6 +51,15 @@ var (
 	// report (see QueueReport): the entry is gone, or another claim holds it.
 	ErrNoSuchQueueEntry = state.ErrNoSuchQueueEntry
 	ErrStaleLease       = state.ErrStaleLease
+	// Sieve scripts (sieve.go): no such script, the name is taken, the
+	// script is active (deactivate before deleting), a limit of
+	// state.MaxSieveScripts, state.MaxSieveScriptSize or
+	// state.MaxSieveBytes, a name RFC 5804 §1.6 does not allow.
+	ErrNoSuchScript      = state.ErrNoSuchScript
+	ErrScriptExists      = state.ErrScriptExists
+	ErrScriptActive      = state.ErrScriptActive
+	ErrScriptLimit       = state.ErrScriptLimit
+	ErrInvalidScriptName = state.ErrInvalidScriptName
 )
 
 // Temporary reports whether err is worth retrying later: the cluster lacked
@@ -73,6 +82,7 @@ func Temporary(err error) bool {
 		ErrMailboxExists, ErrHasChildren, ErrInvalidName, ErrCannotDeleteInbox,
 		ErrQuotaExceeded, ErrNoSuchAlias, ErrAliasExists, ErrInvalidAddress,
 		ErrInvalidArgument, ErrNoSuchMessage, ErrTooManyMailboxes, ErrNoSuchQueueEntry, ErrStaleLease,
+		ErrNoSuchScript, ErrScriptExists, ErrScriptActive, ErrScriptLimit, ErrInvalidScriptName,
 	} {
 		if errors.Is(err, permanent) {
 			return false

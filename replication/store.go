@@ -104,7 +104,7 @@ func (s *Store) Barrier(ctx context.Context) error {
 }
 
 // AddressingBarrier waits until this node has applied every change to
-// domains, accounts, aliases, forwarding, quotas and passwords committed
+// domains, accounts, aliases, forwarding, quotas, passwords and sieve scripts committed
 // anywhere before the call: recipient decisions after it follow every
 // such change acknowledged before. Cheaper than Barrier: it does not wait
 // for deliveries and mailbox changes this node has not applied yet.

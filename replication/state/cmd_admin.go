@@ -162,6 +162,9 @@ func (a *applier) deleteAccount(c *DeleteAccount) (Result, error) {
 			return nil, err
 		}
 	}
+	if err := a.deleteSieve(rec.ID); err != nil {
+		return nil, err
+	}
 	subKeys, _ := keysWithPrefix(a.subs, u64(rec.ID))
 	if err := deleteKeys(a.subs, subKeys); err != nil {
 		return nil, err

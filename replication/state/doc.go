@@ -4,7 +4,8 @@
 // Its one job is to turn an ordered log of commands (Deliver, Append, Copy,
 // SetFlags, Expunge, CreateMailbox, AddAccount, QueueClaim, TrainSpam, …)
 // into accounts, mailboxes, message records, flag indexes, the outbound
-// queue, blob reference counts and the spam classifier's token counts,
+// queue, blob reference counts, the spam classifier's token counts, users'
+// Sieve scripts and vacation records, and greylisting triplets,
 // identically on every node, and to serve consistent reads of that data.
 //
 // Invariants it keeps:

@@ -32,6 +32,15 @@ var (
 	// ErrStaleLease: the queue entry is leased under another token (or
 	// none): the reporter or renewer no longer holds it.
 	ErrStaleLease = errors.New("state: the queue entry's lease is held by another claim")
+	// Sieve scripts (cmd_sieve.go).
+	ErrNoSuchScript      = errors.New("state: no such sieve script")
+	ErrScriptExists      = errors.New("state: a sieve script of that name exists")
+	ErrScriptActive      = errors.New("state: the sieve script is active: deactivate it first")
+	ErrScriptLimit       = errors.New("state: the account has as many sieve scripts or script bytes as it may have, or the script is too large")
+	ErrInvalidScriptName = errors.New("state: invalid sieve script name")
+	// ErrVacationNotDue refuses a VacationSent claim: a reply of that
+	// handle went to that sender within the days asked for.
+	ErrVacationNotDue = errors.New("state: a vacation reply went to this sender recently")
 
 	// ErrUnknownCommand is returned by Decode and Apply for a command type
 	// byte this version does not know; the node must stop rather than diverge.
@@ -69,6 +78,12 @@ const (
 	CodeTooManyMailboxes
 	CodeNoSuchQueueEntry
 	CodeStaleLease
+	CodeNoSuchScript
+	CodeScriptExists
+	CodeScriptActive
+	CodeScriptLimit
+	CodeInvalidScriptName
+	CodeVacationNotDue
 )
 
 // codeErrs is indexed by Code; it is never written after initialisation.
@@ -96,6 +111,12 @@ var codeErrs = [...]error{
 	CodeTooManyMailboxes:  ErrTooManyMailboxes,
 	CodeNoSuchQueueEntry:  ErrNoSuchQueueEntry,
 	CodeStaleLease:        ErrStaleLease,
+	CodeNoSuchScript:      ErrNoSuchScript,
+	CodeScriptExists:      ErrScriptExists,
+	CodeScriptActive:      ErrScriptActive,
+	CodeScriptLimit:       ErrScriptLimit,
+	CodeInvalidScriptName: ErrInvalidScriptName,
+	CodeVacationNotDue:    ErrVacationNotDue,
 }
 
 // Err returns the sentinel error for c (nil for CodeOK). A code from a newer

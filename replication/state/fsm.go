@@ -150,7 +150,7 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // ScopeIndex implements consensus.Scoped. ScopeAddressing: an index at or
 // after the last applied change to domains, accounts, aliases, forwarding,
-// quotas or passwords; every other scope: the applied index.
+// quotas, passwords or sieve scripts; every other scope: the applied index.
 func (f *FSM) ScopeIndex(scope string) uint64 {
 	if scope == ScopeAddressing {
 		return f.addressing.Load()

@@ -43,7 +43,7 @@ type kindFlags uint8
 const (
 	// addressing: the command may change how a recipient address resolves,
 	// whether it takes mail or who may log in (domains, accounts, aliases,
-	// forwarding, quotas, the disabled flag, passwords): the read barrier of
+	// forwarding, quotas, the disabled flag, passwords, sieve scripts): the read barrier of
 	// ScopeAddressing waits for it. When in doubt, say addressing: waiting
 	// too long is safe, missing a change is not.
 	addressing kindFlags = 1 << iota
@@ -84,6 +84,13 @@ var commandKinds = indexKinds(
 	def(0x77, "GreylistSeen", mailOnly, Done{}, (*applier).greylistSeen), // cmd_greylist.go
 	def(0x70, "SetDKIMKeys", mailOnly, Done{}, (*applier).setDKIMKeys),   // cmd_dkim.go; not addressing: keys never change how a recipient resolves
 	def(0x71, "TrainSpam", mailOnly, Done{}, (*applier).trainSpam),       // cmd_spam.go; counts only, never how mail resolves
+	// cmd_sieve.go. The script kinds are addressing: a script decides where a
+	// recipient's mail goes, and delivery reads it after the scoped barrier.
+	def(0x72, "PutSieveScript", addressing, Done{}, (*applier).putSieveScript),
+	def(0x73, "DeleteSieveScript", addressing, Done{}, (*applier).deleteSieveScript),
+	def(0x74, "RenameSieveScript", addressing, Done{}, (*applier).renameSieveScript),
+	def(0x75, "SetActiveSieveScript", addressing, Done{}, (*applier).setActiveSieveScript),
+	def(0x76, "VacationSent", mailOnly, Done{}, (*applier).vacationSent),
 	def(0x30, "CreateMailbox", mailOnly, MailboxResult{}, (*applier).createMailbox),
 	def(0x31, "DeleteMailbox", mailOnly, Done{}, (*applier).deleteMailbox),
 	def(0x32, "RenameMailbox", mailOnly, MailboxResult{}, (*applier).renameMailbox),

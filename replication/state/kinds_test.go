@@ -23,6 +23,8 @@ func TestKindTableKeepsTheTypeBytesOfExistingLogs(t *testing.T) {
 		"Deliver": 0x40, "Append": 0x41, "Copy": 0x42, "Move": 0x43, "SetFlags": 0x44,
 		"Expunge": 0x45, "ClaimRecent": 0x46, "PurgeBlobs": 0x50,
 		"SetDKIMKeys": 0x70, "TrainSpam": 0x71, "GreylistSeen": 0x77,
+		"PutSieveScript": 0x72, "DeleteSieveScript": 0x73, "RenameSieveScript": 0x74,
+		"SetActiveSieveScript": 0x75, "VacationSent": 0x76,
 		"QueueTick": 0x60, "QueueClaim": 0x61, "QueueRenew": 0x62, "QueueReport": 0x63, "QueueAdmin": 0x64,
 	}
 	got := map[string]byte{}
@@ -46,9 +48,10 @@ func TestKindTableKeepsTheTypeBytesOfExistingLogs(t *testing.T) {
 			t.Errorf("%s: type byte 0x%02x, want 0x%02x", name, got[name], b)
 		}
 	}
-	// Only accounts, domains and aliases change addressing.
+	// Only accounts, domains, aliases and sieve scripts (which decide
+	// where a recipient's mail goes) change addressing.
 	for _, k := range commandKinds.byType {
-		if k != nil && k.addressing != (k.typ < 0x30) {
+		if k != nil && k.addressing != (k.typ < 0x30 || k.typ >= 0x72 && k.typ <= 0x75) {
 			t.Errorf("%s: addressing = %v", k.name, k.addressing)
 		}
 	}
