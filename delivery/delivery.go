@@ -88,6 +88,7 @@ type Delivery struct {
 
 	rcpts    []string            // addresses accepted, normalized
 	accounts []string            // local accounts, without duplicates
+	via      map[string]string   // account → the first address that led to it
 	remote   []state.QueueTarget // outside recipients, queued with the local copies
 	mailbox  uint64              // APPEND: the target mailbox (0: none yet)
 	flags    []string            // APPEND: its flags
@@ -235,6 +236,10 @@ func (d *Delivery) AddRecipientDSN(ctx context.Context, address string, dsn Reci
 	for _, a := range r.accounts {
 		if !slices.Contains(d.accounts, a) {
 			d.accounts = append(d.accounts, a)
+			if d.via == nil {
+				d.via = make(map[string]string)
+			}
+			d.via[a] = addr
 		}
 	}
 	for _, to := range r.outside {

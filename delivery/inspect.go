@@ -59,6 +59,9 @@ type Inspection struct {
 	// they lead to.
 	Recipients []string
 	Accounts   []string
+	// Via is, for each account, the first recipient address that led to
+	// it (the envelope "to" of its copy).
+	Via map[string]string
 
 	raw       *spool
 	fields    []field // the arriving header, trace fields included
@@ -98,6 +101,21 @@ func (in *Inspection) Header() []HeaderField {
 		}
 	}
 	return out
+}
+
+// HeaderBytes is the header as it will be stored, fields as written (the
+// blank line not included).
+func (in *Inspection) HeaderBytes() []byte {
+	var b bytes.Buffer
+	for _, a := range in.added {
+		b.WriteString(a)
+	}
+	for i, f := range in.fields {
+		if !in.removed[i] {
+			b.Write(f.raw)
+		}
+	}
+	return b.Bytes()
 }
 
 // HeaderField is one header field, its value unfolded (CRLF removed).
@@ -369,7 +387,7 @@ func (d *Delivery) inspect(ctx context.Context, r io.Reader, maxSize int64) (io.
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	in := &Inspection{Envelope: d.env, Recipients: d.Recipients(), Accounts: d.Accounts(), raw: raw,
+	in := &Inspection{Envelope: d.env, Recipients: d.Recipients(), Accounts: d.Accounts(), Via: d.via, raw: raw,
 		targets: make(map[string][]Target, len(d.accounts)), outbound: d.p.outbound != nil}
 	in.fields, in.headerEnd = parseHeader(raw.mem)
 	in.removed = make([]bool, len(in.fields))

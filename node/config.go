@@ -17,6 +17,7 @@ import (
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
 	"github.com/mailcluster/mailcluster/protocol/listen"
+	"github.com/mailcluster/mailcluster/protocol/managesieve"
 	"github.com/mailcluster/mailcluster/protocol/ops"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
 	"github.com/mailcluster/mailcluster/protocol/smtp"
@@ -172,6 +173,10 @@ type Config struct {
 	SMTP            smtp.Options
 	IMAP            imap.Options
 	POP3            pop3.Options
+	// ManageSieveAddr is ManageSieve (RFC 5804) with STARTTLS, port 4190:
+	// users edit their Sieve filters from their mail program.
+	ManageSieveAddr string
+	ManageSieve     managesieve.Options
 	AuthLimits      auth.LimiterOptions
 	// TLSHandshakeTimeout bounds the TLS handshake on every implicit-TLS
 	// port (465, 993, 995; and STLS unless POP3.HandshakeTimeout is set):
@@ -189,6 +194,10 @@ type Config struct {
 	// RemoteSMTPPort is the port dialled at a remote MX (default 25; tests
 	// and the dev cluster point it at a simnet sink).
 	RemoteSMTPPort int
+
+	// Inbound holds the checks on mail from other servers and the users'
+	// own rules (see InboundConfig).
+	Inbound InboundConfig
 
 	// The outbound queue (mail for outside the cluster). OutboundExpiry:
 	// how long an entry is retried before it fails with a DSN (default 5
@@ -283,6 +292,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("smtp_remote_port %d: want 1 to 65535", c.RemoteSMTPPort)
 	}
 	if err := c.validateOutbound(); err != nil {
+		return err
+	}
+	if err := c.Inbound.validate(c.Hostname); err != nil {
 		return err
 	}
 	if c.Logger == nil {

@@ -33,6 +33,8 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 	dns *dnsclient.Resolver // every DNS lookup this node makes goes through it
+	// spamTrainer learns from IMAP moves into and out of Junk.
+	spamTrainer *replication.SpamTrainer
 
 	lock      *os.File
 	mux       *clusternet.Mux
@@ -194,6 +196,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	})
 	go func() { _ = n.mux.Serve() }()
 
+	n.spamTrainer = replication.NewSpamTrainer(n.store, n.log.With("part", "spam"))
+	closers = append(closers, n.spamTrainer.Close)
 	n.metrics = newMetrics(n)
 	if err = n.startProtocols(clients); err != nil {
 		return nil, err
@@ -223,6 +227,8 @@ func Start(cfg Config) (_ *Node, err error) {
 		Metrics: n.metrics.handler(),
 		Admin:   n.store,
 		Logger:  n.log,
+
+		Sieve: sieveScripts{n.store}, SieveCheck: checkSieve, SieveMaxScriptSize: state.MaxSieveScriptSize,
 	}), ops.DefaultTimeouts(), n.log)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -354,6 +360,7 @@ func (n *Node) stop(ctx context.Context, handOver bool) error {
 	n.stopOnce.Do(func() {
 		n.cancel()
 		n.stopProtocols(handOver)
+		n.spamTrainer.Close()
 		_ = n.http.Shutdown(ctx)
 		if handOver && n.cons.IsLeader() {
 			if err := n.cons.TransferLeadership(); err != nil {

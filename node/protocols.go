@@ -15,8 +15,11 @@ import (
 	"github.com/mailcluster/mailcluster/mailauth/srs"
 	"github.com/mailcluster/mailcluster/protocol/auth"
 	"github.com/mailcluster/mailcluster/protocol/imap"
+	"github.com/mailcluster/mailcluster/protocol/managesieve"
 	"github.com/mailcluster/mailcluster/protocol/pop3"
 	"github.com/mailcluster/mailcluster/protocol/smtp"
+	"github.com/mailcluster/mailcluster/replication/state"
+	"github.com/mailcluster/mailcluster/sieve"
 )
 
 // Client endpoint names, as in the gossip record, status and cluster.json.
@@ -28,6 +31,7 @@ const (
 	EndpointIMAPS       = "imaps"
 	EndpointPOP3        = "pop3"
 	EndpointPOP3S       = "pop3s"
+	EndpointManageSieve = "managesieve"
 )
 
 // A service is one client protocol server and the ports it serves. Adding
@@ -67,9 +71,10 @@ type sharedDeps struct {
 func (n *Node) clientServices() []*service {
 	cfg := &n.cfg
 	var (
-		smtpSrv *smtp.Server
-		imapSrv *imap.Server
-		pop3Srv *pop3.Server
+		smtpSrv  *smtp.Server
+		imapSrv  *imap.Server
+		pop3Srv  *pop3.Server
+		sieveSrv *managesieve.Server
 	)
 	return []*service{
 		{
@@ -107,7 +112,7 @@ func (n *Node) clientServices() []*service {
 				imapSrv, err = imap.NewServer(imap.Config{
 					Store: n.store, Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
 					Logger: n.log.With("proto", "imap"), Metrics: d.metrics, Options: cfg.IMAP,
-					Pipeline: d.pipeline, HandshakeTimeout: cfg.TLSHandshakeTimeout,
+					Pipeline: d.pipeline, HandshakeTimeout: cfg.TLSHandshakeTimeout, Trainer: n.spamTrainer,
 				})
 				return err
 			},
@@ -141,6 +146,34 @@ func (n *Node) clientServices() []*service {
 					return nil
 				}
 				return pop3Srv.Close()
+			},
+		},
+		{
+			name: "managesieve",
+			listeners: []endpoint{
+				{EndpointManageSieve, cfg.ManageSieveAddr, false, func(ln net.Listener) error { return sieveSrv.Serve(ln) }},
+			},
+			start: func(d sharedDeps) (err error) {
+				opts := cfg.ManageSieve
+				if opts.HandshakeTimeout == 0 {
+					opts.HandshakeTimeout = cfg.TLSHandshakeTimeout
+				}
+				if opts.MaxScriptSize == 0 {
+					opts.MaxScriptSize = state.MaxSieveScriptSize
+				}
+				sieveSrv, err = managesieve.NewServer(managesieve.Config{
+					Store: sieveScripts{n.store}, Auth: n.store, Check: checkSieve,
+					Extensions: sieve.Extensions, MaxRedirects: sieve.MaxRedirects,
+					Hostname: cfg.Hostname, TLS: cfg.TLS, Limiter: d.limiter,
+					Logger: n.log.With("proto", "managesieve"), Metrics: d.metrics, Options: opts,
+				})
+				return err
+			},
+			close: func(bool) error {
+				if sieveSrv == nil {
+					return nil
+				}
+				return sieveSrv.Close()
 			},
 		},
 	}
@@ -192,8 +225,14 @@ func (n *Node) startProtocols(ls clientListeners) error {
 	n.protocols.limiter = auth.NewLimiter(n.cfg.AuthLimits)
 	reg := n.metrics.registry
 	registerLoginMetrics(reg, n.protocols.limiter)
-	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg,
-		pipeline: delivery.New(delivery.Config{Store: n.store, Outbound: n.outboundRouting(), Logger: n.log.With("part", "delivery")})}
+	if err := prepareSpool(n.cfg.DataDir); err != nil {
+		return err
+	}
+	pipeline, err := n.pipeline()
+	if err != nil {
+		return err
+	}
+	deps := sharedDeps{limiter: n.protocols.limiter, metrics: reg, pipeline: pipeline}
 	for _, svc := range n.protocols.services {
 		if err := svc.start(deps); err != nil {
 			return fmt.Errorf("%s: %w", svc.name, err)

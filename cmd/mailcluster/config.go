@@ -76,11 +76,15 @@ type settings struct {
 	POP3Addr        string `toml:"pop3_addr" help:"POP3 with STLS, e.g. :110 (empty: off)"`
 	POP3SAddr       string `toml:"pop3s_addr" help:"POP3 over implicit TLS, e.g. :995 (empty: off)"`
 
+	ManageSieveAddr string `toml:"managesieve_addr" help:"ManageSieve (RFC 5804: users edit their Sieve filters) with STARTTLS, e.g. :4190 (empty: off)"`
+
 	SMTPMaxMessageSize        string   `toml:"smtp_max_message_size" help:"largest message accepted on SMTP, e.g. 25M (default: max_message_size minus room for trace headers)"`
 	SMTPMaxRecipients         int      `toml:"smtp_max_recipients" help:"most recipients per message"`
 	SMTPMaxLineLength         int      `toml:"smtp_max_line_length" help:"longest line in SMTP commands and message data, CRLF included (at least 1000)"`
 	SMTPMaxConnections        int      `toml:"smtp_max_connections" help:"simultaneous SMTP connections on this node (all three ports)"`
 	SMTPMaxConnectionsPerIP   int      `toml:"smtp_max_connections_per_ip" help:"simultaneous SMTP connections from one client address (IPv6: per /64)"`
+	SMTPConnectionRatePerIP   int      `toml:"smtp_connection_rate_per_ip" help:"SMTP connections one client address may open per minute, all ports, per node; more get 421 (0: no limit)"`
+	SMTPMessageRatePerIP      int      `toml:"smtp_message_rate_per_ip" help:"messages one client address may start per minute on the MX port, per node; more get 451 4.7.1 (0: no limit)"`
 	SMTPMaxCommandsBeforeMail int      `toml:"smtp_max_commands_before_mail" help:"commands a client may send outside a message before it must send one"`
 	SMTPMaxErrors             int      `toml:"smtp_max_errors" help:"refused SMTP commands before the connection is closed with 421"`
 	SMTPCommandTimeout        duration `toml:"smtp_command_timeout" help:"time allowed to send one SMTP command"`
@@ -117,6 +121,15 @@ type settings struct {
 
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout" help:"how long a TLS handshake on an implicit-TLS port (465, 993, 995) may take"`
 
+	SenderAuth    bool     `toml:"sender_auth" help:"check SPF, DKIM, DMARC and reverse DNS of mail from other servers, record them in Authentication-Results and apply DMARC policies"`
+	AuthServID    string   `toml:"authserv_id" help:"this cluster's name in Authentication-Results (default: hostname); give every node the same"`
+	DMARCReject   string   `toml:"dmarc_reject" help:"what mail failing DMARC under p=reject gets: reject (550 5.7.1) or junk"`
+	DNSBLZones    []string `toml:"dnsbl_zones" help:"DNS blocklists asked about every client of the MX port, comma-separated (none by default); a listed client gets 550 5.7.1"`
+	Greylisting   bool     `toml:"greylisting" help:"refuse the first message of a new (client network, sender, recipient) with 451 4.7.1, shared by every node"`
+	GreylistDelay duration `toml:"greylist_delay" help:"how long a new triplet is greylisted"`
+	SpamFilter    bool     `toml:"spam_filter" help:"score mail from other servers with the cluster's Bayesian filter and file spam in Junk"`
+	SpamThreshold string   `toml:"spam_threshold" help:"spam score (0 to 1) from which mail goes to Junk"`
+
 	DNSServers     []string `toml:"dns_servers" help:"DNS resolvers every lookup of this node goes to, as IP or IP:port, comma-separated (default: the nameservers in /etc/resolv.conf)"`
 	RemoteSMTPPort int      `toml:"smtp_remote_port" help:"port dialled at a remote mail exchanger when sending out"`
 
@@ -150,6 +163,11 @@ func defaultSettings() settings {
 		MaxMessageSize:    "50M",
 		MaxMailboxes:      replication.DefaultMaxMailboxesPerAccount,
 		RemoteSMTPPort:    25,
+		SenderAuth:        true,
+		DMARCReject:       "reject",
+		GreylistDelay:     duration(5 * time.Minute),
+		SpamFilter:        true,
+		SpamThreshold:     "0.9",
 
 		OutboundRetry:             "2m,5m,10m,15m,30m,1h,2h",
 		OutboundExpiry:            duration(5 * 24 * time.Hour),

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -125,6 +126,8 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		QuotaPermanent:        s.SMTPQuotaPermanent,
 		Allow8BitHeaders:      s.SMTPAllow8BitHeaders,
 		FixBareLineEndings:    s.SMTPFixBareLineEndings,
+		ConnectionRatePerIP:   s.SMTPConnectionRatePerIP,
+		MessageRatePerIP:      s.SMTPMessageRatePerIP,
 	}
 	imapOpts, err := imapOptions(s)
 	if err != nil {
@@ -140,6 +143,10 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		if dnsServers, err = dnsclient.SystemServers(); err != nil {
 			return node.Config{}, fmt.Errorf("dns_servers is not set and %v: set dns_servers", err)
 		}
+	}
+	spamThreshold, err := strconv.ParseFloat(strings.TrimSpace(s.SpamThreshold), 64)
+	if err != nil || spamThreshold <= 0 || spamThreshold > 1 {
+		return node.Config{}, fmt.Errorf("spam_threshold %q: want a score above 0 and at most 1", s.SpamThreshold)
 	}
 	retry, err := dispatch.ParseRetry(s.OutboundRetry)
 	if err != nil {
@@ -199,6 +206,12 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 			FailDelay:       time.Duration(s.AuthFailDelay),
 
 			MaxConcurrentChecks: s.AuthMaxChecks,
+		},
+		ManageSieveAddr: s.ManageSieveAddr,
+		Inbound: node.InboundConfig{
+			AuthServID: s.AuthServID, SenderAuthOff: !s.SenderAuth, DMARCReject: s.DMARCReject,
+			DNSBLZones: s.DNSBLZones, Greylisting: s.Greylisting, GreylistDelay: time.Duration(s.GreylistDelay),
+			SpamFilterOff: !s.SpamFilter, SpamThreshold: spamThreshold,
 		},
 		TLSHandshakeTimeout: time.Duration(s.TLSHandshakeTimeout),
 		DNSServers:          dnsServers,

@@ -35,8 +35,13 @@ func TestDeliverThroughEveryNode(t *testing.T) {
 		}
 		body := got[0].Body
 		wantReceived := fmt.Sprintf("Received: from localhost ([127.0.0.1])\r\n\tby node%d.test (mailcluster) with ESMTP id ", i+1)
-		if !strings.HasPrefix(body, "Return-Path: <sender@remote.test>\r\n"+wantReceived) {
-			t.Fatalf("trace headers:\n%s", body[:min(len(body), 400)])
+		// Return-Path first; our Authentication-Results and spam verdict
+		// above our Received field (RFC 8601 §5: above the trace it covers).
+		wantAuth := fmt.Sprintf("Authentication-Results: node%d.test;\r\n\tspf=none smtp.mailfrom=sender@remote.test;", i+1)
+		if !strings.HasPrefix(body, "Return-Path: <sender@remote.test>\r\n"+wantAuth) ||
+			!strings.Contains(body, "\r\nX-Spam-Score: ") || !strings.Contains(body, "\r\n"+wantReceived) ||
+			strings.Index(body, "X-Spam-Score") > strings.Index(body, "Received:") {
+			t.Fatalf("trace headers:\n%s", body[:min(len(body), 600)])
 		}
 		if !strings.Contains(body, "\tfor <alice@example.test>;") || !strings.HasSuffix(body, "\r\nHello.\r\n") {
 			t.Fatalf("stored message:\n%s", body)
