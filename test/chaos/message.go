@@ -112,7 +112,8 @@ type stored struct {
 }
 
 // inspect checks stored bytes against what the ledger says was sent. The
-// server may only have put trace headers (Return-Path, Received) in front.
+// server may only have put the fields it adds in front: trace (Return-Path,
+// Received) and its verdicts (Authentication-Results, X-Spam-*).
 func inspect(raw []byte, lookup func(id string) (size int, hash [32]byte, ok bool)) stored {
 	s := stored{MessageID: messageID(raw), Blob: sha256.Sum256(raw), Trace: receivedBy(raw)}
 	size, hash, ok := lookup(s.MessageID)
@@ -124,8 +125,8 @@ func inspect(raw []byte, lookup func(id string) (size int, hash [32]byte, ok boo
 	return s
 }
 
-// onlyTraceHeaders reports whether b is a run of complete Return-Path and
-// Received header fields (with their folded continuation lines).
+// onlyTraceHeaders reports whether b is a run of complete header fields the
+// server adds (with their folded continuation lines).
 func onlyTraceHeaders(b []byte) bool {
 	for len(b) > 0 {
 		i := bytes.Index(b, []byte("\r\n"))
@@ -136,7 +137,8 @@ func onlyTraceHeaders(b []byte) bool {
 		b = b[i+2:]
 		switch {
 		case len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
-		case hasFieldName(line, "Received"), hasFieldName(line, "Return-Path"):
+		case hasFieldName(line, "Received"), hasFieldName(line, "Return-Path"), hasFieldName(line, "Authentication-Results"),
+			hasFieldName(line, "X-Spam-Status"), hasFieldName(line, "X-Spam-Score"):
 		default:
 			return false
 		}
