@@ -131,6 +131,7 @@ type nodeInfo struct {
 	IMAPS      string `json:"imaps,omitempty"`
 	POP3       string `json:"pop3,omitempty"`
 	POP3S      string `json:"pop3s,omitempty"`
+	Sieve      string `json:"managesieve,omitempty"`
 }
 
 func readClusterInfo(dir string) (clusterInfo, error) {

@@ -56,7 +56,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	var o devOptions
 	fs.StringVar(&o.dir, "dir", "./dev-cluster", "folder for the nodes' data, configs, logs and cluster.json")
 	fs.IntVar(&o.nodes, "nodes", 3, "number of nodes")
-	fs.IntVar(&o.basePort, "base-port", 10000, "first port; node i uses the block base+10*(i-1) .. +9, the outside world base+10*nodes (DNS) and +1 (SMTP sink) (0: pick free ports)")
+	fs.IntVar(&o.basePort, "base-port", 10000, "first port; node i uses the block base+10*(i-1) .. +9, the outside world base+10*nodes (DNS) and +1 (SMTP sink), ManageSieve base+10*nodes+2+(i-1) (0: pick free ports)")
 	fs.StringVar(&o.domain, "domain", "example.test", "mail domain of the demo account")
 	fs.StringVar(&o.logLevel, "log-level", "info", "node log level")
 	if err := fs.Parse(args); err != nil {
@@ -212,11 +212,17 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 	for i := range o.nodes {
 		gossipAddrs = append(gossipAddrs, loopback(ports[i][offGossip]))
 	}
+	sievePorts, err := devSievePorts(o.basePort, o.nodes)
+	if err != nil {
+		return clusterInfo{}, false, err
+	}
 	for i := range o.nodes {
 		id := "node" + strconv.Itoa(i+1)
 		nodeDir := filepath.Join(o.dir, id)
 		p := ports[i]
 		s := settings{
+			ManageSieveAddr: loopback(sievePorts[i]),
+			AuthServID:      "mx." + o.domain,
 			NodeID:          id,
 			DataDir:         filepath.Join(nodeDir, "data"),
 			SecretFile:      secretPath,
@@ -265,6 +271,7 @@ func prepareDevCluster(o devOptions) (clusterInfo, bool, error) {
 			IMAPS:      s.IMAPSAddr,
 			POP3:       s.POP3Addr,
 			POP3S:      s.POP3SAddr,
+			Sieve:      s.ManageSieveAddr,
 			Config:     cfgPath,
 			Log:        filepath.Join(nodeDir, "node.log"),
 		})
@@ -297,13 +304,15 @@ func writeNodeConfig(path string, s settings) error {
 		IMAPSAddr       string   `toml:"imaps_addr"`
 		POP3Addr        string   `toml:"pop3_addr"`
 		POP3SAddr       string   `toml:"pop3s_addr"`
+		ManageSieveAddr string   `toml:"managesieve_addr"`
+		AuthServID      string   `toml:"authserv_id"`
 		DNSServers      []string `toml:"dns_servers"`
 		RemoteSMTPPort  int      `toml:"smtp_remote_port"`
 		LogFormat       string   `toml:"log_format"`
 		LogLevel        string   `toml:"log_level"`
 	}{s.NodeID, s.DataDir, s.SecretFile, s.AdminToken, s.GossipAddr, s.ClusterAddr, s.HTTPAddr, s.Join, s.BootstrapExpect, s.Profile,
 		s.Hostname, s.TLSCert, s.TLSKey, s.SMTPAddr, s.SubmissionAddr, s.SubmissionsAddr, s.IMAPAddr, s.IMAPSAddr, s.POP3Addr, s.POP3SAddr,
-		s.DNSServers, s.RemoteSMTPPort, s.LogFormat, s.LogLevel}); err != nil {
+		s.ManageSieveAddr, s.AuthServID, s.DNSServers, s.RemoteSMTPPort, s.LogFormat, s.LogLevel}); err != nil {
 		return err
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o600)
@@ -460,7 +469,7 @@ func processAlive(pid int) bool {
 func printDevBanner(w io.Writer, o devOptions, info clusterInfo, leader string) {
 	fmt.Fprintf(w, "mailcluster dev: %d nodes up in %s, leader %s\n\n", len(info.Nodes), o.dir, leader)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPID\tHTTP\tSMTP\tSUBMISSION\tIMAP\tPOP3")
+	fmt.Fprintln(tw, "NODE\tPID\tHTTP\tSMTP\tSUBMISSION\tIMAP\tPOP3\tMANAGESIEVE")
 	dash := func(s string) string {
 		if s == "" {
 			return "-"
@@ -468,7 +477,7 @@ func printDevBanner(w io.Writer, o devOptions, info clusterInfo, leader string) 
 		return s
 	}
 	for _, n := range info.Nodes {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.PID, n.HTTP, dash(n.SMTP), dash(n.Submission), dash(n.IMAP), dash(n.POP3))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.PID, n.HTTP, dash(n.SMTP), dash(n.Submission), dash(n.IMAP), dash(n.POP3), dash(n.Sieve))
 	}
 	_ = tw.Flush()
 	if info.DemoUser != "" {

@@ -136,3 +136,26 @@ func startOutside(o devOptions, info clusterInfo, stdout io.Writer, outMu *sync.
 	}
 	return d, nil
 }
+
+// devSievePorts picks each node's ManageSieve port: after the outside
+// world's two (base+10·nodes+2 for node1, +3 for node2, …), so the node
+// blocks keep their documented layout; free ones when base is 0.
+func devSievePorts(base, nodes int) ([]int, error) {
+	out := make([]int, nodes)
+	for i := range nodes {
+		if base == 0 {
+			p, err := freePort(false)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = p
+			continue
+		}
+		p := base + devPortBlock*nodes + offOutsideSink + 1 + i
+		if err := portFree(p, false); err != nil {
+			return nil, fmt.Errorf("port %d (node%d's ManageSieve) is taken (%v): pass --base-port with a free range, or 0 to pick free ports", p, i+1, err)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
