@@ -52,11 +52,20 @@ func smtpBuildLoad(b *testing.B) string {
 // 300 ms would stat every body three times a second), and users
 // bench0…bench9@example.test.
 func smtpCluster(b *testing.B) (*cluster.Cluster, []string) {
+	return smtpClusterWith(b, nil)
+}
+
+// smtpClusterWith is smtpCluster with a change to every node's
+// configuration.
+func smtpClusterWith(b *testing.B, change func(cfg *node.Config)) (*cluster.Cluster, []string) {
 	b.Helper()
 	c := cluster.New(b, cluster.Options{Nodes: 3, Configure: func(_ int, cfg *node.Config) {
 		cfg.Profile = node.LANProfile()
 		cfg.ProposeTimeout = 10 * time.Second
 		cfg.RepairInterval = 0 // the default, 1m
+		if change != nil {
+			change(cfg)
+		}
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
