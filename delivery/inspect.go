@@ -450,3 +450,41 @@ func (d *Delivery) runAfterCommit(ctx context.Context) {
 		f(ctx)
 	}
 }
+
+// NewInspection is the Inspection Body builds, for raw going to accounts:
+// for testing inspectors outside this package. outbound says whether
+// redirects are possible.
+func NewInspection(env Envelope, accounts []string, raw []byte, outbound bool) *Inspection {
+	in := &Inspection{Envelope: env, Recipients: slices.Clone(accounts), Accounts: slices.Clone(accounts),
+		raw: &spool{mem: raw, size: int64(len(raw))}, targets: make(map[string][]Target), outbound: outbound}
+	in.fields, in.headerEnd = parseHeader(raw)
+	in.removed = make([]bool, len(in.fields))
+	for _, a := range accounts {
+		in.targets[a] = []Target{{}}
+	}
+	return in
+}
+
+// Stored returns the message as it would be stored now.
+func (in *Inspection) Stored() []byte {
+	b, _ := io.ReadAll(in.stored())
+	return b
+}
+
+// Redirected lists the addresses account's copy is redirected to.
+func (in *Inspection) Redirected(account string) []string {
+	var out []string
+	for _, r := range in.redirects {
+		if r.account == account {
+			out = append(out, r.to)
+		}
+	}
+	return out
+}
+
+// RunAfterCommit runs what the inspectors asked to run after the commit.
+func (in *Inspection) RunAfterCommit(ctx context.Context) {
+	for _, f := range in.after {
+		f(ctx)
+	}
+}
