@@ -60,6 +60,7 @@ func (e *Error) Is(target error) bool {
 type Resolver struct {
 	servers []string
 	timeout time.Duration
+	cache   *cache // nil: every lookup asks a server
 }
 
 // New returns a resolver that asks servers (host:port, or a bare host for
@@ -269,8 +270,22 @@ func trimDot(s string) string {
 }
 
 // lookup asks for (name, qtype), following CNAMEs, and returns the records
-// of qtype.
+// of qtype; from the cache when it holds a fresh answer.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (answer, error) {
+	if r.cache == nil {
+		return r.ask(ctx, name, qtype)
+	}
+	key := cacheKey{dns.CanonicalName(name), qtype}
+	if a, err, ok := r.cache.get(key, name); ok {
+		return a, err
+	}
+	a, err := r.ask(ctx, name, qtype)
+	r.cache.put(key, a, err)
+	return a, err
+}
+
+// ask is lookup without the cache.
+func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (answer, error) {
 	typ := dns.TypeToString[qtype]
 	fail := func(kind error, nx bool, server, reason string) (answer, error) {
 		return answer{}, &Error{Name: name, Type: typ, NXDomain: nx, Server: server, Reason: reason, Kind: kind}

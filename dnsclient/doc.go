@@ -3,7 +3,8 @@
 // nothing else. It answers the lookups mail delivery needs (MX, A/AAAA,
 // TXT, TLSA with the resolver's DNSSEC verdict, PTR, SRV) and sorts their
 // failures into "no such record" (ErrNotFound) and "try again later"
-// (ErrTemporary).
+// (ErrTemporary). WithCache adds a bounded cache of answers (each for its
+// TTL, at most an hour; "not found" a minute; temporary failures never).
 //
 // Invariants: a Resolver always has at least one server, and queries go
 // only to those servers, in order. It never falls back to the system

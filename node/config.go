@@ -191,6 +191,11 @@ type Config struct {
 	DNSServers []string
 	// DNSTimeout bounds one exchange with one DNS server (default 5s).
 	DNSTimeout time.Duration
+	// DNSCacheSize is how many DNS answers this node keeps, each for its
+	// TTL (at most an hour; "no such record" a minute). 0: no cache (tests,
+	// whose records change under them); mailcluster serve defaults to
+	// 10000.
+	DNSCacheSize int
 	// RemoteSMTPPort is the port dialled at a remote MX (default 25; tests
 	// and the dev cluster point it at a simnet sink).
 	RemoteSMTPPort int

@@ -81,7 +81,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	n := &Node{
 		cfg:         cfg,
 		log:         cfg.Logger.With("node", cfg.NodeID),
-		dns:         resolver,
+		dns:         resolver.WithCache(cfg.DNSCacheSize),
 		reconcileCh: make(chan struct{}, 1),
 		peers:       make(map[string]string),
 		done:        make(chan struct{}),

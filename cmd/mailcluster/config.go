@@ -131,6 +131,7 @@ type settings struct {
 	SpamThreshold string   `toml:"spam_threshold" help:"spam score (0 to 1) from which mail goes to Junk"`
 
 	DNSServers     []string `toml:"dns_servers" help:"DNS resolvers every lookup of this node goes to, as IP or IP:port, comma-separated (default: the nameservers in /etc/resolv.conf)"`
+	DNSCacheSize   int      `toml:"dns_cache_size" help:"DNS answers kept in memory, each for its TTL (at most 1h; 'no such record' 1m); 0: none"`
 	RemoteSMTPPort int      `toml:"smtp_remote_port" help:"port dialled at a remote mail exchanger when sending out"`
 
 	OutboundRetry             string   `toml:"outbound_retry" help:"waits between delivery attempts of mail for outside, comma-separated; the last repeats"`
@@ -163,6 +164,7 @@ func defaultSettings() settings {
 		MaxMessageSize:    "50M",
 		MaxMailboxes:      replication.DefaultMaxMailboxesPerAccount,
 		RemoteSMTPPort:    25,
+		DNSCacheSize:      10000,
 		SenderAuth:        true,
 		DMARCReject:       "reject",
 		GreylistDelay:     duration(5 * time.Minute),

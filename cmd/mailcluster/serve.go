@@ -215,6 +215,7 @@ func nodeConfig(s settings, logger *slog.Logger) (node.Config, error) {
 		},
 		TLSHandshakeTimeout: time.Duration(s.TLSHandshakeTimeout),
 		DNSServers:          dnsServers,
+		DNSCacheSize:        s.DNSCacheSize,
 		RemoteSMTPPort:      s.RemoteSMTPPort,
 		Logger:              logger,
 
