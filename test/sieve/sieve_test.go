@@ -1,0 +1,233 @@
+package sieve_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/replication/state"
+	"github.com/mailcluster/mailcluster/test/cluster"
+)
+
+const listsScript = `require ["fileinto","imap4flags"];
+if header :contains "subject" "[list]" { fileinto :flags "\\Seen" "Lists"; }
+`
+
+// One cluster for every case: the users are independent.
+func TestSieveEndToEnd(t *testing.T) {
+	start := time.Now()
+	c := newCluster(t, "alice", "bob", "carol", "dave", "erin", "frank")
+	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
+
+	// 1. A script uploaded through node A over ManageSieve files mail that
+	// arrives through node B's MX; node C lists and returns it.
+	t.Run("FileIntoAcrossNodes", func(t *testing.T) {
+		createMailbox(t, c, 0, "alice", "Lists")
+		ms := dialSieve(t, c, 0, "alice")
+		ms.putScript("lists", listsScript, true)
+
+		sendMX(t, c, 1, "a@remote.test", addr("alice"), message("alice", "[list] weekly digest", ""))
+		sendMX(t, c, 1, "a@remote.test", addr("alice"), message("alice", "lunch tomorrow", ""))
+
+		lists := mailbox(t, c, 1, "alice", "Lists")
+		if got := subjects(lists); !slices.Equal(got, []string{"[list] weekly digest"}) {
+			t.Fatalf("Lists holds %q, want the list message", got)
+		}
+		if lists[0].Flags.System&state.FlagSeen == 0 {
+			t.Errorf("the filed message has flags %v, want \\Seen", lists[0].Flags.Strings())
+		}
+		inbox := mailbox(t, c, 2, "alice", "INBOX")
+		if got := subjects(inbox); !slices.Equal(got, []string{"lunch tomorrow"}) {
+			t.Fatalf("INBOX holds %q, want only the other message", got)
+		}
+		if inbox[0].Flags.System&state.FlagSeen != 0 {
+			t.Errorf("the kept message is \\Seen: %v", inbox[0].Flags.Strings())
+		}
+
+		other := dialSieve(t, c, 2, "alice")
+		if got := other.retry("LISTSCRIPTS"); !slices.Equal(got, []string{`"lists" ACTIVE`}) {
+			t.Fatalf("LISTSCRIPTS on node C: %q", got)
+		}
+		got := other.retry(`GETSCRIPT "lists"`)
+		if len(got) != 1 || got[0] != strconvQuote(listsScript) {
+			t.Fatalf("GETSCRIPT on node C: %q, want %q", got, strconvQuote(listsScript))
+		}
+	})
+
+	// 2. discard stores nothing; redirect sends the message out to the
+	// sink and keeps no copy unless the script says keep.
+	t.Run("DiscardAndRedirect", func(t *testing.T) {
+		dialSieve(t, c, 1, "bob").putScript("drop", `if header :contains "subject" "spam" { discard; }`, true)
+		sendMX(t, c, 2, "a@remote.test", addr("bob"), message("bob", "cheap spam", ""))
+		sendMX(t, c, 2, "a@remote.test", addr("bob"), message("bob", "real mail", ""))
+		if got := subjects(mailbox(t, c, 0, "bob", "INBOX")); !slices.Equal(got, []string{"real mail"}) {
+			t.Fatalf("bob's INBOX holds %q, want only the message not discarded", got)
+		}
+
+		dialSieve(t, c, 2, "carol").putScript("fwd", `redirect "carol.elsewhere@remote.test";`, true)
+		dialSieve(t, c, 0, "dave").putScript("fwd", `redirect "dave.elsewhere@remote.test"; keep;`, true)
+		sendMX(t, c, 0, "a@remote.test", addr("carol"), message("carol", "for carol", ""))
+		sendMX(t, c, 1, "a@remote.test", addr("dave"), message("dave", "for dave", ""))
+		waitQueueEmpty(t, c)
+
+		for _, w := range []struct{ user, to, subject string }{
+			{"carol", "carol.elsewhere@remote.test", "for carol"},
+			{"dave", "dave.elsewhere@remote.test", "for dave"},
+		} {
+			got := sinkWith(c, w.to, "Subject: "+w.subject+"\r\n")
+			if len(got) != 1 {
+				t.Fatalf("the sink has %d copies of %q for %s, want 1 (all to it: %d)", len(got), w.subject, w.to, len(c.Sink().MessagesTo(w.to)))
+			}
+			if !strings.Contains(string(got[0].Data), "Body of "+w.subject+".") {
+				t.Errorf("the redirected message lost its body:\n%s", got[0].Data)
+			}
+		}
+		if got := subjects(mailbox(t, c, 1, "carol", "INBOX")); len(got) != 0 {
+			t.Errorf("carol redirected without keep but holds %q", got)
+		}
+		if got := subjects(mailbox(t, c, 2, "dave", "INBOX")); !slices.Equal(got, []string{"for dave"}) {
+			t.Errorf("dave redirected with keep but holds %q", got)
+		}
+	})
+
+	// 3. Vacation: one reply per sender cluster-wide, through the queue,
+	// with the null sender; none to lists, bulk mail or bounces.
+	t.Run("Vacation", func(t *testing.T) {
+		dialSieve(t, c, 2, "erin").putScript("away", `require "vacation"; vacation :days 1 :subject "away" "I am away";`, true)
+		const sender = "a@remote.test"
+		sendMX(t, c, 0, sender, addr("erin"), message("erin", "hello erin", ""))
+		waitQueueEmpty(t, c)
+		replies := c.Sink().MessagesTo(sender)
+		if len(replies) != 1 {
+			t.Fatalf("the sink has %d messages to %s after the first message, want 1 reply", len(replies), sender)
+		}
+		r := replies[0]
+		if r.From != "" {
+			t.Errorf("the reply's MAIL FROM is <%s>, want <>", r.From)
+		}
+		if !slices.EqualFunc(r.To, []string{sender}, strings.EqualFold) {
+			t.Errorf("the reply went to %q", r.To)
+		}
+		raw := string(r.Data)
+		if v := headerValue(raw, "Auto-Submitted"); !strings.HasPrefix(strings.ToLower(v), "auto-replied") {
+			t.Errorf("Auto-Submitted: %q, want auto-replied", v)
+		}
+		if v := headerValue(raw, "Subject"); v != "away" {
+			t.Errorf("reply Subject: %q", v)
+		}
+		if v := headerValue(raw, "To"); !strings.Contains(strings.ToLower(v), sender) {
+			t.Errorf("reply To: %q", v)
+		}
+		if !strings.Contains(raw, "I am away") {
+			t.Errorf("the reply lacks its text:\n%s", raw)
+		}
+
+		// The same sender again through another node: already answered.
+		sendMX(t, c, 1, sender, addr("erin"), message("erin", "hello again", ""))
+		// A list, bulk mail and a bounce, from senders never answered.
+		sendMX(t, c, 2, "b@remote.test", addr("erin"), message("erin", "list post", "List-Id: <news.remote.test>\r\n"))
+		sendMX(t, c, 0, "d@remote.test", addr("erin"), message("erin", "bulk mail", "Precedence: bulk\r\n"))
+		sendMX(t, c, 1, "", addr("erin"), message("erin", "a bounce", ""))
+		// Mail that does not name erin in To or Cc (a Bcc) gets no reply.
+		bcc := strings.Replace(message("erin", "bcc to erin", ""), "To: "+addr("erin"), "To: people@remote.test", 1)
+		sendMX(t, c, 0, "h@remote.test", addr("erin"), bcc)
+		// A sender that must be answered: its reply proves the replies
+		// above were not just slow (each is queued before the 250).
+		sendMX(t, c, 2, "f@remote.test", addr("erin"), message("erin", "from f", ""))
+		waitQueueEmpty(t, c)
+
+		if got := len(c.Sink().MessagesTo(sender)); got != 1 {
+			t.Errorf("the sink has %d replies to %s, want still 1", got, sender)
+		}
+		if got := len(c.Sink().MessagesTo("f@remote.test")); got != 1 {
+			t.Errorf("the sink has %d replies to f@remote.test, want 1", got)
+		}
+		for _, who := range []string{"b@remote.test", "d@remote.test", "h@remote.test"} {
+			if got := c.Sink().MessagesTo(who); len(got) != 0 {
+				t.Errorf("%s got %d replies; lists, bulk mail and Bcc get none", who, len(got))
+			}
+		}
+		for _, m := range c.Sink().Messages() {
+			if m.From == "" && !slices.ContainsFunc(m.To, func(s string) bool {
+				return strings.EqualFold(s, sender) || strings.EqualFold(s, "f@remote.test")
+			}) {
+				t.Errorf("an unexpected null-sender message reached the sink: to %q\n%s", m.To, m.Data)
+			}
+		}
+		// Every message is still delivered.
+		got := subjects(mailbox(t, c, 0, "erin", "INBOX"))
+		want := []string{"hello erin", "hello again", "list post", "bulk mail", "a bounce", "bcc to erin", "from f"}
+		if !slices.Equal(got, want) {
+			t.Errorf("erin's INBOX holds %q, want %q", got, want)
+		}
+
+		// A local sender through submission: the reply is delivered to
+		// its INBOX by the pipeline, not queued, and not answered again.
+		sendSubmission(t, c, 1, "bob", addr("erin"), message("erin", "from bob", ""))
+		var reply []stored
+		c.WaitFor("the vacation reply in bob's INBOX", func() bool {
+			reply = nil
+			for _, m := range mailbox(t, c, 2, "bob", "INBOX") {
+				if headerValue(m.Body, "Subject") == "away" {
+					reply = append(reply, m)
+				}
+			}
+			return len(reply) > 0
+		})
+		if len(reply) != 1 || !strings.HasPrefix(headerValue(reply[0].Body, "Auto-Submitted"), "auto-replied") {
+			t.Fatalf("bob got %d replies: %+v", len(reply), reply)
+		}
+		if rp := headerValue(reply[0].Body, "Return-Path"); rp != "" && rp != "<>" {
+			t.Errorf("the local reply's Return-Path is %q, want <>", rp)
+		}
+	})
+
+	// 4. A script that does not compile is refused with a reason, by
+	// PUTSCRIPT and CHECKSCRIPT, and nothing is stored.
+	t.Run("BrokenScript", func(t *testing.T) {
+		ms := dialSieve(t, c, 1, "frank")
+		for _, bad := range []string{
+			`require "fileinto"; fileinto "x"`,  // no semicolon
+			`frobnicate;`,                       // unknown command
+			`fileinto "Lists";`,                 // extension not required
+			`require "nosuchext"; keep;`,        // unknown extension
+			`if header :contains "subject" { }`, // missing key list
+		} {
+			st := ms.cmd(`PUTSCRIPT "bad" ` + literal(bad))
+			if !strings.HasPrefix(st, "NO ") || len(st) < len("NO \"x\"") {
+				t.Errorf("PUTSCRIPT %q: %q, want NO with a reason", bad, st)
+			}
+			st = ms.cmd(`CHECKSCRIPT ` + literal(bad))
+			if !strings.HasPrefix(st, "NO ") || len(st) < len("NO \"x\"") {
+				t.Errorf("CHECKSCRIPT %q: %q, want NO with a reason", bad, st)
+			}
+		}
+		if st := ms.cmd(`CHECKSCRIPT ` + literal(listsScript)); !strings.HasPrefix(st, "OK") {
+			t.Errorf("CHECKSCRIPT of a good script: %q", st)
+		}
+		if got := ms.retry("LISTSCRIPTS"); len(got) != 0 {
+			t.Errorf("frank holds scripts after refused uploads: %q", got)
+		}
+	})
+
+	// 5. The admin API on another node lists a script uploaded over
+	// ManageSieve and returns its text.
+	t.Run("AdminAPI", func(t *testing.T) {
+		cl := &api.Client{BaseURL: "http://" + c.Node(1).HTTPAddr(), Token: "test-admin-token"}
+		var list []api.SieveScriptInfo
+		cluster.Retry(t, "list alice's scripts", func() (err error) {
+			list, err = cl.SieveScripts(ctxT(t), addr("alice"))
+			return err
+		})
+		if !slices.Equal(list, []api.SieveScriptInfo{{Name: "lists", Active: true}}) {
+			t.Fatalf("GET /api/users/alice/sieve on node B: %+v", list)
+		}
+		sc, err := cl.SieveScript(ctxT(t), addr("alice"), "lists")
+		if err != nil || sc.Content != listsScript || !sc.Active {
+			t.Fatalf("GET the script on node B: %+v %v", sc, err)
+		}
+	})
+	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+}
