@@ -28,8 +28,8 @@ func TestSieveEndToEnd(t *testing.T) {
 		ms := dialSieve(t, c, 0, "alice")
 		ms.putScript("lists", listsScript, true)
 
-		sendMX(t, c, 1, "a@remote.test", addr("alice"), message("alice", "[list] weekly digest", ""))
-		sendMX(t, c, 1, "a@remote.test", addr("alice"), message("alice", "lunch tomorrow", ""))
+		deliverMX(t, c, 1, "a@remote.test", "alice", message("alice", "[list] weekly digest", ""), "Lists")
+		deliverMX(t, c, 1, "a@remote.test", "alice", message("alice", "lunch tomorrow", ""), "INBOX")
 
 		lists := mailbox(t, c, 1, "alice", "Lists")
 		if got := subjects(lists); !slices.Equal(got, []string{"[list] weekly digest"}) {
@@ -60,16 +60,17 @@ func TestSieveEndToEnd(t *testing.T) {
 	// sink and keeps no copy unless the script says keep.
 	t.Run("DiscardAndRedirect", func(t *testing.T) {
 		dialSieve(t, c, 1, "bob").putScript("drop", `if header :contains "subject" "spam" { discard; }`, true)
-		sendMX(t, c, 2, "a@remote.test", addr("bob"), message("bob", "cheap spam", ""))
-		sendMX(t, c, 2, "a@remote.test", addr("bob"), message("bob", "real mail", ""))
+		sendMX(t, c, 2, "a@remote.test", addr("bob"), message("bob", "cheap spam", ""), nil)
+		deliverMX(t, c, 2, "a@remote.test", "bob", message("bob", "real mail", ""), "INBOX")
 		if got := subjects(mailbox(t, c, 0, "bob", "INBOX")); !slices.Equal(got, []string{"real mail"}) {
 			t.Fatalf("bob's INBOX holds %q, want only the message not discarded", got)
 		}
 
 		dialSieve(t, c, 2, "carol").putScript("fwd", `redirect "carol.elsewhere@remote.test";`, true)
 		dialSieve(t, c, 0, "dave").putScript("fwd", `redirect "dave.elsewhere@remote.test"; keep;`, true)
-		sendMX(t, c, 0, "a@remote.test", addr("carol"), message("carol", "for carol", ""))
-		sendMX(t, c, 1, "a@remote.test", addr("dave"), message("dave", "for dave", ""))
+		forCarol := message("carol", "for carol", "")
+		sendMX(t, c, 0, "a@remote.test", addr("carol"), forCarol, sentOut(t, c, "carol.elsewhere@remote.test", forCarol))
+		deliverMX(t, c, 1, "a@remote.test", "dave", message("dave", "for dave", ""), "INBOX")
 		waitQueueEmpty(t, c)
 
 		for _, w := range []struct{ user, to, subject string }{
@@ -97,7 +98,7 @@ func TestSieveEndToEnd(t *testing.T) {
 	t.Run("Vacation", func(t *testing.T) {
 		dialSieve(t, c, 2, "erin").putScript("away", `require "vacation"; vacation :days 1 :subject "away" "I am away";`, true)
 		const sender = "a@remote.test"
-		sendMX(t, c, 0, sender, addr("erin"), message("erin", "hello erin", ""))
+		deliverMX(t, c, 0, sender, "erin", message("erin", "hello erin", ""), "INBOX")
 		waitQueueEmpty(t, c)
 		replies := c.Sink().MessagesTo(sender)
 		if len(replies) != 1 {
@@ -125,17 +126,17 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 
 		// The same sender again through another node: already answered.
-		sendMX(t, c, 1, sender, addr("erin"), message("erin", "hello again", ""))
+		deliverMX(t, c, 1, sender, "erin", message("erin", "hello again", ""), "INBOX")
 		// A list, bulk mail and a bounce, from senders never answered.
-		sendMX(t, c, 2, "b@remote.test", addr("erin"), message("erin", "list post", "List-Id: <news.remote.test>\r\n"))
-		sendMX(t, c, 0, "d@remote.test", addr("erin"), message("erin", "bulk mail", "Precedence: bulk\r\n"))
-		sendMX(t, c, 1, "", addr("erin"), message("erin", "a bounce", ""))
+		deliverMX(t, c, 2, "b@remote.test", "erin", message("erin", "list post", "List-Id: <news.remote.test>\r\n"), "INBOX")
+		deliverMX(t, c, 0, "d@remote.test", "erin", message("erin", "bulk mail", "Precedence: bulk\r\n"), "INBOX")
+		deliverMX(t, c, 1, "", "erin", message("erin", "a bounce", ""), "INBOX")
 		// Mail that does not name erin in To or Cc (a Bcc) gets no reply.
 		bcc := strings.Replace(message("erin", "bcc to erin", ""), "To: "+addr("erin"), "To: people@remote.test", 1)
-		sendMX(t, c, 0, "h@remote.test", addr("erin"), bcc)
+		deliverMX(t, c, 0, "h@remote.test", "erin", bcc, "INBOX")
 		// A sender that must be answered: its reply proves the replies
 		// above were not just slow (each is queued before the 250).
-		sendMX(t, c, 2, "f@remote.test", addr("erin"), message("erin", "from f", ""))
+		deliverMX(t, c, 2, "f@remote.test", "erin", message("erin", "from f", ""), "INBOX")
 		waitQueueEmpty(t, c)
 
 		if got := len(c.Sink().MessagesTo(sender)); got != 1 {
