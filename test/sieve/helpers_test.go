@@ -249,6 +249,12 @@ func message(user, subject, extra string) string {
 // again. Any other refusal fails the test.
 func sendMX(t testing.TB, c *cluster.Cluster, i int, from, to, body string, stored func() bool) {
 	t.Helper()
+	sendMXTo(t, c, i, from, []string{to}, body, stored)
+}
+
+// sendMXTo is sendMX for one transaction with several recipients.
+func sendMXTo(t testing.TB, c *cluster.Cluster, i int, from string, to []string, body string, stored func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(cluster.RetryWindow)
 	for {
 		err := sendOnce(c.Node(i).Endpoint(node.EndpointSMTP), from, to, body)
@@ -306,7 +312,7 @@ func sentOut(t testing.TB, c *cluster.Cluster, rcpt, body string) func() bool {
 	}
 }
 
-func sendOnce(ep, from, to, body string) error {
+func sendOnce(ep, from string, to []string, body string) error {
 	cl, err := gosmtp.Dial(ep)
 	if err != nil {
 		return err
@@ -318,8 +324,10 @@ func sendOnce(ep, from, to, body string) error {
 	if err := cl.Mail(from, nil); err != nil {
 		return err
 	}
-	if err := cl.Rcpt(to, nil); err != nil {
-		return err
+	for _, r := range to {
+		if err := cl.Rcpt(r, nil); err != nil {
+			return err
+		}
 	}
 	w, err := cl.Data()
 	if err != nil {

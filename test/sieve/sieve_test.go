@@ -18,7 +18,7 @@ if header :contains "subject" "[list]" { fileinto :flags "\\Seen" "Lists"; }
 // One cluster for every case: the users are independent.
 func TestSieveEndToEnd(t *testing.T) {
 	start := time.Now()
-	c := newCluster(t, "alice", "bob", "carol", "dave", "erin", "frank")
+	c := newCluster(t, "alice", "bob", "carol", "dave", "erin", "frank", "gina")
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
 
 	// 1. A script uploaded through node A over ManageSieve files mail that
@@ -182,6 +182,68 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 		if rp := headerValue(reply[0].Body, "Return-Path"); rp != "" && rp != "<>" {
 			t.Errorf("the local reply's Return-Path is %q, want <>", rp)
+		}
+	})
+
+	// One transaction for three accounts: each copy goes where its own
+	// owner's script says (alice files it, bob discards it, carol's
+	// redirect sends it out), and an account without a script keeps it.
+	t.Run("ScriptsPerRecipient", func(t *testing.T) {
+		body := message("alice", "[list] cheap spam", "")
+		sendMXTo(t, c, 2, "a@remote.test", []string{addr("alice"), addr("bob"), addr("carol"), addr("frank")}, body,
+			storedIn(t, c, 2, "frank", body, "INBOX"))
+		waitQueueEmpty(t, c)
+		id := headerValue(body, "Message-ID")
+		count := func(user, box string) int {
+			n := 0
+			for _, m := range mailbox(t, c, 0, user, box) {
+				if headerValue(m.Body, "Message-ID") == id {
+					n++
+				}
+			}
+			return n
+		}
+		if n := count("alice", "Lists"); n != 1 {
+			t.Errorf("alice's Lists holds %d copies, want 1", n)
+		}
+		if n := count("alice", "INBOX"); n != 0 {
+			t.Errorf("alice's INBOX holds %d copies, want 0", n)
+		}
+		if n := count("bob", "INBOX"); n != 0 {
+			t.Errorf("bob discards but holds %d copies", n)
+		}
+		if n := count("carol", "INBOX"); n != 0 {
+			t.Errorf("carol redirects but holds %d copies", n)
+		}
+		if n := len(sinkWith(c, "carol.elsewhere@remote.test", id)); n != 1 {
+			t.Errorf("carol's redirect reached the sink %d times, want 1", n)
+		}
+		if n := count("frank", "INBOX"); n != 1 {
+			t.Errorf("frank (no script) holds %d copies, want 1", n)
+		}
+	})
+
+	// fileinto a mailbox that does not exist keeps the message in INBOX;
+	// SETACTIVE "" switches filtering off at once on every node.
+	t.Run("MissingMailboxAndDeactivate", func(t *testing.T) {
+		ms := dialSieve(t, c, 0, "gina")
+		ms.putScript("nowhere", `require "fileinto"; fileinto "Nowhere";`, true)
+		deliverMX(t, c, 1, "a@remote.test", "gina", message("gina", "to nowhere", ""), "INBOX")
+		if got := subjects(mailbox(t, c, 2, "gina", "INBOX")); !slices.Equal(got, []string{"to nowhere"}) {
+			t.Fatalf("gina's INBOX holds %q, want the message filed into a missing mailbox", got)
+		}
+		ms.putScript("drop", `discard;`, true)
+		sendMX(t, c, 2, "a@remote.test", addr("gina"), message("gina", "dropped", ""), nil)
+		ms.retry(`SETACTIVE ""`)
+		if got := ms.retry("LISTSCRIPTS"); !slices.Equal(got, []string{`"drop"`, `"nowhere"`}) {
+			t.Errorf("LISTSCRIPTS after SETACTIVE \"\": %q", got)
+		}
+		deliverMX(t, c, 1, "a@remote.test", "gina", message("gina", "unfiltered", ""), "INBOX")
+		if got := subjects(mailbox(t, c, 2, "gina", "INBOX")); !slices.Equal(got, []string{"to nowhere", "unfiltered"}) {
+			t.Fatalf("gina's INBOX holds %q, want the message after deactivation and not the discarded one", got)
+		}
+		if st := ms.cmd(`DELETESCRIPT "drop"`); !strings.HasPrefix(st, "OK") {
+			t.Errorf("DELETESCRIPT of an inactive script: %s", st)
 		}
 	})
 
