@@ -134,6 +134,12 @@ func TestSieveEndToEnd(t *testing.T) {
 		// Mail that does not name erin in To or Cc (a Bcc) gets no reply.
 		bcc := strings.Replace(message("erin", "bcc to erin", ""), "To: "+addr("erin"), "To: people@remote.test", 1)
 		deliverMX(t, c, 0, "h@remote.test", "erin", bcc, "INBOX")
+		// Mail to an alias of erin's names her too: it is answered.
+		cluster.RetryIdempotent(t, "alias", func() error {
+			return c.Node(0).Store().SetAlias(ctxT(t), "holidays@"+domain, []string{addr("erin")})
+		})
+		toAlias := strings.Replace(message("erin", "to the alias", ""), "To: "+addr("erin"), "To: holidays@"+domain, 1)
+		sendMX(t, c, 1, "i@remote.test", "holidays@"+domain, toAlias, storedIn(t, c, 1, "erin", toAlias, "INBOX"))
 		// A sender that must be answered: its reply proves the replies
 		// above were not just slow (each is queued before the 250).
 		deliverMX(t, c, 2, "f@remote.test", "erin", message("erin", "from f", ""), "INBOX")
@@ -142,8 +148,10 @@ func TestSieveEndToEnd(t *testing.T) {
 		if got := len(c.Sink().MessagesTo(sender)); got != 1 {
 			t.Errorf("the sink has %d replies to %s, want still 1", got, sender)
 		}
-		if got := len(c.Sink().MessagesTo("f@remote.test")); got != 1 {
-			t.Errorf("the sink has %d replies to f@remote.test, want 1", got)
+		for _, who := range []string{"f@remote.test", "i@remote.test"} {
+			if got := len(c.Sink().MessagesTo(who)); got != 1 {
+				t.Errorf("the sink has %d replies to %s, want 1", got, who)
+			}
 		}
 		for _, who := range []string{"b@remote.test", "d@remote.test", "h@remote.test"} {
 			if got := c.Sink().MessagesTo(who); len(got) != 0 {
@@ -152,14 +160,14 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 		for _, m := range c.Sink().Messages() {
 			if m.From == "" && !slices.ContainsFunc(m.To, func(s string) bool {
-				return strings.EqualFold(s, sender) || strings.EqualFold(s, "f@remote.test")
+				return strings.EqualFold(s, sender) || strings.EqualFold(s, "f@remote.test") || strings.EqualFold(s, "i@remote.test")
 			}) {
 				t.Errorf("an unexpected null-sender message reached the sink: to %q\n%s", m.To, m.Data)
 			}
 		}
 		// Every message is still delivered.
 		got := subjects(mailbox(t, c, 0, "erin", "INBOX"))
-		want := []string{"hello erin", "hello again", "list post", "bulk mail", "a bounce", "bcc to erin", "from f"}
+		want := []string{"hello erin", "hello again", "list post", "bulk mail", "a bounce", "bcc to erin", "to the alias", "from f"}
 		if !slices.Equal(got, want) {
 			t.Errorf("erin's INBOX holds %q, want %q", got, want)
 		}
