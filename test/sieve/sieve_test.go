@@ -1,6 +1,7 @@
 package sieve_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ if header :contains "subject" "[list]" { fileinto :flags "\\Seen" "Lists"; }
 // One cluster for every case: the users are independent.
 func TestSieveEndToEnd(t *testing.T) {
 	start := time.Now()
-	c := newCluster(t, "alice", "bob", "carol", "dave", "erin", "frank", "gina")
+	c := newCluster(t, "alice", "bob", "carol", "dave", "erin", "frank", "gina", "hal", "ivan")
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
 
 	// 1. A script uploaded through node A over ManageSieve files mail that
@@ -93,6 +94,34 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 	})
 
+	// A redirect to the user's own address is a keep, not a loop; a run
+	// past the redirect limit is a runtime error: an implicit keep, and
+	// none of its redirects leaves.
+	t.Run("RedirectSelfAndLimit", func(t *testing.T) {
+		dialSieve(t, c, 0, "hal").putScript("self", `redirect "HAL@Example.test";`, true)
+		deliverMX(t, c, 1, "a@remote.test", "hal", message("hal", "to myself", ""), "INBOX")
+		var many strings.Builder
+		for i := range 5 {
+			fmt.Fprintf(&many, "redirect \"ivan.r%d@remote.test\";\n", i)
+		}
+		dialSieve(t, c, 1, "ivan").putScript("many", many.String(), true)
+		deliverMX(t, c, 2, "a@remote.test", "ivan", message("ivan", "too many", ""), "INBOX")
+		waitQueueEmpty(t, c)
+		if got := subjects(mailbox(t, c, 2, "hal", "INBOX")); !slices.Equal(got, []string{"to myself"}) {
+			t.Errorf("hal's INBOX holds %q after a redirect to himself", got)
+		}
+		if got := subjects(mailbox(t, c, 0, "ivan", "INBOX")); !slices.Equal(got, []string{"too many"}) {
+			t.Errorf("ivan's INBOX holds %q after too many redirects", got)
+		}
+		for _, m := range c.Sink().Messages() {
+			for _, to := range m.To {
+				if strings.HasPrefix(to, "ivan.") || strings.HasPrefix(strings.ToLower(to), "hal@") {
+					t.Errorf("a redirect left for %s", to)
+				}
+			}
+		}
+	})
+
 	// 3. Vacation: one reply per sender cluster-wide, through the queue,
 	// with the null sender; none to lists, bulk mail or bounces.
 	t.Run("Vacation", func(t *testing.T) {
@@ -131,6 +160,10 @@ func TestSieveEndToEnd(t *testing.T) {
 		deliverMX(t, c, 2, "b@remote.test", "erin", message("erin", "list post", "List-Id: <news.remote.test>\r\n"), "INBOX")
 		deliverMX(t, c, 0, "d@remote.test", "erin", message("erin", "bulk mail", "Precedence: bulk\r\n"), "INBOX")
 		deliverMX(t, c, 1, "", "erin", message("erin", "a bounce", ""), "INBOX")
+		// System senders, the user herself and automated mail get none.
+		deliverMX(t, c, 0, "owner-news@remote.test", "erin", message("erin", "from a list owner", ""), "INBOX")
+		deliverMX(t, c, 1, addr("erin"), "erin", message("erin", "from herself", ""), "INBOX")
+		deliverMX(t, c, 2, "j@remote.test", "erin", message("erin", "automated", "Auto-Submitted: auto-generated\r\n"), "INBOX")
 		// Mail that does not name erin in To or Cc (a Bcc) gets no reply.
 		bcc := strings.Replace(message("erin", "bcc to erin", ""), "To: "+addr("erin"), "To: people@remote.test", 1)
 		deliverMX(t, c, 0, "h@remote.test", "erin", bcc, "INBOX")
@@ -153,9 +186,9 @@ func TestSieveEndToEnd(t *testing.T) {
 				t.Errorf("the sink has %d replies to %s, want 1", got, who)
 			}
 		}
-		for _, who := range []string{"b@remote.test", "d@remote.test", "h@remote.test"} {
+		for _, who := range []string{"b@remote.test", "d@remote.test", "h@remote.test", "owner-news@remote.test", addr("erin"), "j@remote.test"} {
 			if got := c.Sink().MessagesTo(who); len(got) != 0 {
-				t.Errorf("%s got %d replies; lists, bulk mail and Bcc get none", who, len(got))
+				t.Errorf("%s got %d replies; lists, bulk, system senders, the user, automated mail and Bcc get none", who, len(got))
 			}
 		}
 		for _, m := range c.Sink().Messages() {
@@ -167,7 +200,7 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 		// Every message is still delivered.
 		got := subjects(mailbox(t, c, 0, "erin", "INBOX"))
-		want := []string{"hello erin", "hello again", "list post", "bulk mail", "a bounce", "bcc to erin", "to the alias", "from f"}
+		want := []string{"hello erin", "hello again", "list post", "bulk mail", "a bounce", "from a list owner", "from herself", "automated", "bcc to erin", "to the alias", "from f"}
 		if !slices.Equal(got, want) {
 			t.Errorf("erin's INBOX holds %q, want %q", got, want)
 		}
