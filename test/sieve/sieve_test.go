@@ -314,6 +314,27 @@ func TestSieveEndToEnd(t *testing.T) {
 		if got := ms.retry("LISTSCRIPTS"); len(got) != 0 {
 			t.Errorf("frank holds scripts after refused uploads: %q", got)
 		}
+
+		// The limits of the replicated state, told before the upload.
+		huge := "# " + strings.Repeat("x", 64<<10) + "\r\nkeep;\r\n"
+		if st := ms.cmd(`PUTSCRIPT "huge" ` + literal(huge)); !strings.HasPrefix(st, "NO (QUOTA/MAXSIZE)") {
+			t.Errorf("PUTSCRIPT of %d octets: %q", len(huge), st)
+		}
+		if st := ms.cmd(`HAVESPACE "huge" 70000`); !strings.HasPrefix(st, "NO (QUOTA/MAXSIZE)") {
+			t.Errorf("HAVESPACE for 70000 octets: %q", st)
+		}
+		for i := range 10 {
+			ms.putScript(fmt.Sprintf("s%d", i), "keep;", false)
+		}
+		if st := ms.cmd(`HAVESPACE "s10" 10`); !strings.HasPrefix(st, "NO (QUOTA/MAXSCRIPTS)") {
+			t.Errorf("HAVESPACE for an 11th script: %q", st)
+		}
+		if st := ms.cmd(`PUTSCRIPT "s10" ` + literal("keep;")); !strings.HasPrefix(st, "NO (QUOTA/MAXSCRIPTS)") {
+			t.Errorf("PUTSCRIPT of an 11th script: %q", st)
+		}
+		if st := ms.cmd(`PUTSCRIPT "s9" ` + literal("discard;")); !strings.HasPrefix(st, "OK") {
+			t.Errorf("PUTSCRIPT replacing the 10th script: %q", st)
+		}
 	})
 
 	// 5. The admin API on another node lists a script uploaded over
