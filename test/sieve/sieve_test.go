@@ -1,7 +1,9 @@
 package sieve_test
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -352,6 +354,17 @@ func TestSieveEndToEnd(t *testing.T) {
 		sc, err := cl.SieveScript(ctxT(t), addr("alice"), "lists")
 		if err != nil || sc.Content != listsScript || !sc.Active {
 			t.Fatalf("GET the script on node B: %+v %v", sc, err)
+		}
+		// The API refuses what ManageSieve refuses, with the same reason:
+		// a broken script (400) and an 11th script for frank (409).
+		var ae *api.Error
+		err = cl.PutSieveScript(ctxT(t), addr("alice"), "broken", api.SievePutRequest{Content: "frobnicate;"})
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+			t.Errorf("PUT a broken script: %v", err)
+		}
+		err = cl.PutSieveScript(ctxT(t), addr("frank"), "s10", api.SievePutRequest{Content: "keep;"})
+		if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+			t.Errorf("PUT an 11th script: %v", err)
 		}
 	})
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
