@@ -6,10 +6,14 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	gosmtp "github.com/emersion/go-smtp"
+
 	"github.com/mailcluster/mailcluster/api"
+	"github.com/mailcluster/mailcluster/node"
 	"github.com/mailcluster/mailcluster/replication/state"
 	"github.com/mailcluster/mailcluster/test/cluster"
 )
@@ -225,6 +229,53 @@ func TestSieveEndToEnd(t *testing.T) {
 		}
 		if rp := headerValue(reply[0].Body, "Return-Path"); rp != "" && rp != "<>" {
 			t.Errorf("the local reply's Return-Path is %q, want <>", rp)
+		}
+	})
+
+	// Three messages from one sender through the three nodes at once: the
+	// cluster-wide claim lets exactly one reply out.
+	t.Run("VacationConcurrent", func(t *testing.T) {
+		const sender = "m@remote.test"
+		var wg sync.WaitGroup
+		errs, bodies := make([]error, 3), make([]string, 3)
+		for i := range 3 {
+			bodies[i] = message("erin", fmt.Sprintf("at once %d", i), "")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = sendOnce(c.Node(i).Endpoint(node.EndpointSMTP), sender, []string{addr("erin")}, bodies[i])
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			// After an election, as a patient sender would: the reply
+			// count holds however often a message was tried.
+			var se *gosmtp.SMTPError
+			switch {
+			case err == nil:
+			case !errors.As(err, &se) || se.Code != 451:
+				t.Fatalf("send through node %d: %v", i, err)
+			case strings.Contains(se.Message, "may have been stored"):
+				cluster.Settle(t, c.Node(i))
+				if !storedIn(t, c, i, "erin", bodies[i], "INBOX")() {
+					deliverMX(t, c, i, sender, "erin", bodies[i], "INBOX")
+				}
+			default:
+				deliverMX(t, c, i, sender, "erin", bodies[i], "INBOX")
+			}
+		}
+		waitQueueEmpty(t, c)
+		if got := len(c.Sink().MessagesTo(sender)); got != 1 {
+			t.Errorf("%d replies reached %s, want exactly 1", got, sender)
+		}
+		var n int
+		for _, m := range mailbox(t, c, 1, "erin", "INBOX") {
+			if strings.HasPrefix(headerValue(m.Body, "Subject"), "at once ") {
+				n++
+			}
+		}
+		if n != 3 {
+			t.Errorf("erin holds %d of the 3 messages", n)
 		}
 	})
 
