@@ -55,7 +55,15 @@ func (s sieveScripts) GetScript(ctx context.Context, account, name string) (stri
 }
 
 func (s sieveScripts) PutScript(ctx context.Context, account, name, content string) error {
-	return sieveErr(s.store.PutSieveScript(ctx, account, name, content))
+	err := s.store.PutSieveScript(ctx, account, name, content)
+	if errors.Is(err, replication.ErrScriptLimit) {
+		// The state machine has one refusal for every limit; tell the
+		// client which one (QUOTA/MAXSCRIPTS, not MAXSIZE), as HAVESPACE does.
+		if e := s.HaveSpace(ctx, account, name, len(content)); errors.Is(e, managesieve.ErrTooMany) {
+			return fmt.Errorf("%w: %v", managesieve.ErrTooMany, err)
+		}
+	}
+	return sieveErr(err)
 }
 
 func (s sieveScripts) DeleteScript(ctx context.Context, account, name string) error {

@@ -232,6 +232,7 @@ func (c *Cluster) start(i int) {
 		node.EndpointSMTP: &m.cfg.SMTPAddr, node.EndpointSubmission: &m.cfg.SubmissionAddr,
 		node.EndpointSubmissions: &m.cfg.SubmissionsAddr, node.EndpointIMAP: &m.cfg.IMAPAddr,
 		node.EndpointIMAPS: &m.cfg.IMAPSAddr, node.EndpointPOP3: &m.cfg.POP3Addr, node.EndpointPOP3S: &m.cfg.POP3SAddr,
+		node.EndpointManageSieve: &m.cfg.ManageSieveAddr,
 	} {
 		if *addr != "" {
 			*addr = n.Endpoint(name)
