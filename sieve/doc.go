@@ -55,7 +55,8 @@
 //     sender, a list (List-*), bulk mail (Precedence bulk/list/junk),
 //     automated mail (Auto-Submitted other than "no"), a system sender
 //     (MAILER-DAEMON, owner-*, *-request, …) or the user; only when one of
-//     the user's addresses (the account, its aliases, :addresses) is in
+//     the user's addresses (the account, the address the message was sent
+//     to, :addresses) is in
 //     To/Cc/Bcc. :from is honoured only for the user's own addresses. The
 //     first vacation executed counts; :days is clamped to [1, 90]; :mime
 //     is refused at compile time.

@@ -234,8 +234,10 @@ func (c *Cluster) start(i int) {
 		node.EndpointIMAPS: &m.cfg.IMAPSAddr, node.EndpointPOP3: &m.cfg.POP3Addr, node.EndpointPOP3S: &m.cfg.POP3SAddr,
 		node.EndpointManageSieve: &m.cfg.ManageSieveAddr,
 	} {
-		if *addr != "" {
-			*addr = n.Endpoint(name)
+		// Set from the member's config or by Options.Configure: pin what
+		// the node bound either way.
+		if ep := n.Endpoint(name); ep != "" {
+			*addr = ep
 		}
 	}
 	c.links.register(n.GossipAddr(), m.ID)
