@@ -159,6 +159,55 @@ func TestSenderAuthentication(t *testing.T) {
 		}
 	})
 
+	t.Run("dns trouble never refuses for good", func(t *testing.T) {
+		// A failed lookup is no verdict against the sender, even under
+		// p=reject: a failed DMARC record lookup is no policy (accepted);
+		// an aligned SPF or DKIM check that could not be made is deferred
+		// with 451 (or, with dmarc_reject junk, filed in Junk), and the
+		// retry once DNS answers is judged afresh.
+		m := newMeter(t, c, mx)
+		setDNS(t, c, "_dmarc.dmarc-temp.test", "TXT", "v=DMARC1; p=reject")
+		failDNS(t, c, "_dmarc.dmarc-temp.test", simnet.ServFail)
+		const noRecord = "dns trouble dmarc record"
+		mustAccept(t, noRecord, sendMX(t, c, mx, "bounce@relay.test", []string{addr("alice")}, noRecord,
+			message("<ceo@dmarc-temp.test>", noRecord, "x")))
+		wantResult(t, ours(t, storedIn(t, c, reader, "alice", noRecord, "INBOX")), "dmarc=temperror header.from=dmarc-temp.test")
+
+		const spfDom, dkimDom = "spf-temp-reject.test", "dkim-temp-reject.test"
+		setDNS(t, c, "_dmarc."+spfDom, "TXT", "v=DMARC1; p=reject")
+		setDNS(t, c, spfDom, "TXT", "v=spf1 ip4:127.0.0.1 -all")
+		failDNS(t, c, spfDom, simnet.ServFail)
+		setDNS(t, c, "_dmarc."+dkimDom, "TXT", "v=DMARC1; p=reject")
+		sig.publish(c, dkimDom)
+		failDNS(t, c, "sel._domainkey."+dkimDom, simnet.ServFail)
+		spfMsg := message("<ceo@"+spfDom+">", "dns trouble aligned spf", "x")
+		dkimMsg := sig.sign(message("<ceo@"+dkimDom+">", "dns trouble aligned dkim", "x"), dkimDom)
+		for _, tc := range []struct{ subject, mailFrom, msg string }{
+			{"dns trouble aligned spf", "bounce@" + spfDom, spfMsg},
+			{"dns trouble aligned dkim", "bounce@relay.test", dkimMsg},
+		} {
+			o := sendMX(t, c, mx, tc.mailFrom, []string{addr("alice")}, tc.subject, tc.msg)
+			if o.stage != atEnd || reply(o.err) != "451 4.7.1" {
+				t.Errorf("%s under p=reject: %s, want 451 4.7.1 at end of DATA", tc.subject, o)
+			}
+			if where, _ := find(t, c, reader, "alice", tc.subject); where != "" {
+				t.Errorf("%s: deferred, yet stored in %s", tc.subject, where)
+			}
+		}
+		m.grew(t, "spf/temperror", "dkim/temperror", "dmarc/temperror", "dmarc/deferred")
+
+		// With dmarc_reject "junk", the same goes to Junk.
+		mustAccept(t, "aligned dkim via junker", sendMX(t, c, junker, "bounce@relay.test", []string{addr("alice")}, "dns trouble aligned dkim", dkimMsg))
+		wantResult(t, ours(t, storedIn(t, c, reader, "alice", "dns trouble aligned dkim", "Junk")), "dkim=temperror header.d="+dkimDom)
+
+		// DNS answers again: the sender's retry passes.
+		failDNS(t, c, spfDom, simnet.NoFailure)
+		mustAccept(t, "retry", sendMX(t, c, mx, "bounce@"+spfDom, []string{addr("alice")}, "dns trouble aligned spf", spfMsg))
+		ar := ours(t, storedIn(t, c, reader, "alice", "dns trouble aligned spf", "INBOX"))
+		wantResult(t, ar, "spf=pass")
+		wantResult(t, ar, "dmarc=pass header.from="+spfDom)
+	})
+
 	t.Run("own domain from outside", func(t *testing.T) {
 		// example.test publishes no DMARC record; the SPF pass is for
 		// relay.test. A From: in our own domain from outside is not trusted.
