@@ -103,6 +103,16 @@ func TestSenderAuthentication(t *testing.T) {
 		}
 	})
 
+	t.Run("null sender", func(t *testing.T) {
+		// A bounce: SPF checks the HELO name (go-smtp's client says
+		// "localhost", which publishes no SPF record).
+		const subject = "null sender bounce"
+		mustAccept(t, subject, sendMX(t, c, mx, "", []string{addr("alice")}, subject,
+			message("Mail Delivery System <mailer-daemon@relay.test>", subject, "undeliverable")))
+		ar := ours(t, storedIn(t, c, reader, "alice", subject, "INBOX"))
+		wantResult(t, ar, "spf=none smtp.helo=localhost")
+	})
+
 	t.Run("dmarc", func(t *testing.T) {
 		setDNS(t, c, "_dmarc.reject.test", "TXT", "v=DMARC1; p=reject")
 		setDNS(t, c, "_dmarc.quarantine.test", "TXT", "v=DMARC1; p=quarantine")
@@ -139,12 +149,13 @@ func TestSenderAuthentication(t *testing.T) {
 		wantResult(t, ar, "spf=pass smtp.mailfrom=bounce@relay.test")
 		m.grew(t, "dmarc/pass", "dkim/pass")
 
-		// p=quarantine: accepted, into Junk.
+		// p=quarantine: accepted, into Junk, for every recipient.
 		const quarantined = "dmarc quarantined"
-		mustAccept(t, quarantined, sendMX(t, c, mx, "bounce@relay.test", []string{addr("alice")}, quarantined,
+		mustAccept(t, quarantined, sendMX(t, c, mx, "bounce@relay.test", []string{addr("alice"), addr("bob")}, quarantined,
 			message("<news@quarantine.test>", quarantined, "offer")))
 		ar = ours(t, storedIn(t, c, reader, "alice", quarantined, "Junk"))
 		wantResult(t, ar, "dmarc=fail header.from=quarantine.test")
+		storedIn(t, c, junker, "bob", quarantined, "Junk")
 		m.grew(t, "dmarc/fail", "dmarc/junk")
 
 		// dmarc_reject "junk": the p=reject failure is accepted into Junk.
