@@ -69,6 +69,26 @@ func TestSenderAuthentication(t *testing.T) {
 		}
 	})
 
+	t.Run("dkim large", func(t *testing.T) {
+		// Larger than what is inspected in memory (the rest is spooled to
+		// a file): verified over all of it, a forged field still removed.
+		const d, subject = "signed-large.test", "dkim large"
+		sig.publish(c, d)
+		body := strings.Repeat("A line of a long message, to be verified to its end.\r\n", 8000)
+		signed := sig.sign(message("<big@signed-large.test>", subject, body,
+			"Authentication-Results: "+authServID+"; dkim=pass header.d=bank.test"), d)
+		if len(signed) < 400<<10 {
+			t.Fatalf("the message is only %d bytes", len(signed))
+		}
+		mustAccept(t, subject, sendMX(t, c, mx, "big@"+d, []string{addr("alice")}, subject, signed))
+		stored := storedIn(t, c, reader, "alice", subject, "INBOX")
+		ar := ours(t, stored)
+		wantResult(t, ar, "dkim=pass header.d="+d)
+		if !strings.HasSuffix(stored, body+"\r\n") {
+			t.Errorf("the stored body is not the one sent (%d bytes stored)", len(stored))
+		}
+	})
+
 	t.Run("spf", func(t *testing.T) {
 		m := newMeter(t, c, mx)
 		for _, tc := range []struct {
