@@ -77,6 +77,12 @@ func (a *Auth) Inspect(ctx context.Context, in *delivery.Inspection) error {
 		action = "reject"
 	case res.Policy == verify.PolicyReject, res.Policy == verify.PolicyQuarantine:
 		action = "junk"
+	case res.DMARC.Result == verify.TempError && res.DMARC.Requested == verify.PolicyReject && a.cfg.OnReject == RejectRefuses:
+		// The domain asks for refusal and an aligned check could not be
+		// made: the sender retries, by when the lookup may answer.
+		action = "defer"
+	case res.DMARC.Result == verify.TempError && (res.DMARC.Requested == verify.PolicyReject || res.DMARC.Requested == verify.PolicyQuarantine):
+		action = "junk"
 	case res.DMARC.Result != verify.Pass && res.FromDomain != "" && a.cfg.IsLocalDomain != nil && a.cfg.IsLocalDomain(ctx, res.FromDomain):
 		// From outside, yet From: names one of our own domains, and
 		// DMARC did not vouch for it: never in INBOX.
@@ -86,6 +92,10 @@ func (a *Auth) Inspect(ctx context.Context, in *delivery.Inspection) error {
 		"spf", res.SPF.Result, "dkim", dkimSummary(res.DKIM), "dmarc", res.DMARC.Result, "policy", res.Policy,
 		"iprev", res.IPRev.Result, "forged_removed", forged, "action", action)
 	switch action {
+	case "defer":
+		a.cfg.Metrics.Count("dmarc", "deferred")
+		return &delivery.RejectedError{Check: "dmarc",
+			Reason: fmt.Sprintf("the DMARC policy of %s asks for checks that cannot be made right now", res.FromDomain)}
 	case "reject":
 		a.cfg.Metrics.Count("dmarc", "rejected")
 		return &delivery.RejectedError{Check: "dmarc", Permanent: true,

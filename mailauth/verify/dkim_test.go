@@ -216,6 +216,12 @@ func TestDKIMKeyTrouble(t *testing.T) {
 	if res := e.check(in()); len(res.DKIM) != 1 || res.DKIM[0].Result != TempError {
 		t.Errorf("DNS failure: DKIM = %+v, want temperror", res.DKIM)
 	}
+	// Under p=reject, an aligned signature that could not be checked is
+	// no DMARC failure: temperror, no policy applied.
+	e.set("_dmarc.keys.test", "TXT", "v=DMARC1; p=reject")
+	if res := e.check(in()); res.DMARC.Result != TempError || res.Policy != PolicyNone || res.DMARC.Requested != PolicyReject {
+		t.Errorf("DNS failure under p=reject: DMARC = %+v policy %q, want temperror, none (reject requested)", res.DMARC, res.Policy)
+	}
 }
 
 func TestDKIMLimits(t *testing.T) {

@@ -149,6 +149,20 @@ func (c *Checker) evalDMARC(ctx context.Context, from string, spfRes SPFResult, 
 			return out, PolicyNone
 		}
 	}
+	// An aligned identity whose check failed for a DNS problem may yet be
+	// authentic: that is no evidence of a DMARC failure, and a policy
+	// applied to it would refuse a sender for good over a lookup that
+	// failed (RFC 7489 §6.6.2 leaves it to the receiver: it may defer).
+	if spfRes.Result == TempError && aligned(spfRes.Domain, from, rec.SPFAlignment) {
+		out.Result, out.Reason = TempError, "the aligned SPF check failed temporarily"
+		return out, PolicyNone
+	}
+	for _, d := range dkims {
+		if d.Result == TempError && aligned(d.Domain, from, rec.DKIMAlignment) {
+			out.Result, out.Reason = TempError, "an aligned DKIM check failed temporarily"
+			return out, PolicyNone
+		}
+	}
 	out.Result, out.Reason = Fail, "no aligned SPF or DKIM pass"
 	policy := out.Requested
 	if rec.Percent != nil && *rec.Percent < 100 && rand.IntN(100) >= *rec.Percent {

@@ -27,6 +27,10 @@ func TestDMARCPolicies(t *testing.T) {
 	e.set("_dmarc.temp.test", "TXT", "v=DMARC1; p=reject")
 	e.fail("_dmarc.temp.test", simnet.ServFail)
 	e.spfPass("reject.test")
+	e.set("_dmarc.spftemp.test", "TXT", "v=DMARC1; p=reject")
+	e.set("spftemp.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
+	e.fail("spftemp.test", simnet.ServFail)
+	e.fail("elsewhere-temp.test", simnet.ServFail)
 
 	cases := []struct {
 		name, mailFrom, from string
@@ -41,6 +45,8 @@ func TestDMARCPolicies(t *testing.T) {
 		{"bad record", "x@attacker.test", "a@bad.test", PermError, PolicyNone},
 		{"two records mean none", "x@attacker.test", "a@double.test", None, PolicyNone},
 		{"DNS failure", "x@attacker.test", "a@temp.test", TempError, PolicyNone},
+		{"aligned SPF temperror under p=reject", "x@spftemp.test", "a@spftemp.test", TempError, PolicyNone},
+		{"unaligned SPF temperror under p=reject", "x@elsewhere-temp.test", "a@reject.test", Fail, PolicyReject},
 		{"no From address", "x@attacker.test", "undisclosed-recipients:;", PermError, PolicyNone},
 	}
 	for _, tc := range cases {

@@ -164,7 +164,9 @@ type Result struct {
 	// outcome was strictest (see checkDMARC).
 	FromDomain string
 	// Policy is what DMARC asks for this message after pct sampling: "none"
-	// unless DMARC failed under a quarantine or reject policy.
+	// unless DMARC failed under a quarantine or reject policy. (A temperror
+	// has policy "none"; DMARC.Requested tells what the domain asks, for a
+	// caller that defers.)
 	Policy string
 }
 
