@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,15 +139,9 @@ type Server struct {
 	// idle is opts.IdleTimeout; in-package tests shorten it.
 	idle time.Duration
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	limit     *auth.ConnLimit
-	sessions  sync.WaitGroup
+	ctx   context.Context // canceled by Close
+	group *listen.Group   // the listeners and sessions Close ends
+	limit *auth.ConnLimit
 }
 
 // NewServer builds the server.
@@ -173,13 +166,11 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Extensions = func() []string { return nil }
 	}
 	opts := cfg.Options.withDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
+	group := listen.NewGroup()
 	return &Server{
 		cfg: cfg, opts: opts, log: cfg.Logger, metrics: m, idle: opts.IdleTimeout,
-		ctx: ctx, cancel: cancel,
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
-		limit:     auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		ctx: group.Context(), group: group,
+		limit: auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
 	}, nil
 }
 
@@ -187,11 +178,7 @@ func NewServer(cfg Config) (*Server, error) {
 // 4190). ManageSieve has no implicit-TLS port. It returns net.ErrClosed
 // after Close.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.isClosed() {
-		_ = ln.Close()
-		return net.ErrClosed
-	}
-	l := listen.New(ln, listen.Options{
+	opts := listen.Options{
 		Name: "managesieve", Limit: s.limit, Logger: s.log,
 		Wrap: func(c net.Conn, release func()) net.Conn {
 			s.metrics.connections.Inc()
@@ -202,89 +189,17 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.metrics.rejected.WithLabelValues(string(why)).Inc()
 			_, _ = c.Write([]byte("BYE (TRYLATER) \"too many connections; try again later\"\r\n"))
 		},
+	}
+	return s.group.Serve(ln, opts, func(conn net.Conn) {
+		s.metrics.active.Inc()
+		defer s.metrics.active.Dec()
+		newSession(s, conn).run()
 	})
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = l.Close()
-		return net.ErrClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		_ = l.Close()
-	}()
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if s.isClosed() || errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			return err
-		}
-		if !s.admit(conn) {
-			_ = conn.Close()
-			return net.ErrClosed
-		}
-		go func() {
-			defer s.sessions.Done()
-			defer s.release(conn)
-			s.metrics.active.Inc()
-			defer s.metrics.active.Dec()
-			newSession(s, conn).run()
-		}()
-	}
-}
-
-// admit registers a connection; false once the server is closed. When
-// true, the caller owes one s.sessions.Done.
-func (s *Server) admit(conn net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.sessions.Add(1)
-	s.conns[conn] = struct{}{}
-	return true
-}
-
-func (s *Server) release(conn net.Conn) {
-	_ = conn.Close()
-	s.mu.Lock()
-	delete(s.conns, conn)
-	s.mu.Unlock()
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
 }
 
 // sessionsOpen counts the connections being served.
-func (s *Server) sessionsOpen() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
+func (s *Server) sessionsOpen() int { return s.group.Open() }
 
 // Close stops every listener and session and waits for the sessions to
 // end. A change already sent to the store is not undone.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.cancel()
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.sessions.Wait()
-	return nil
-}
+func (s *Server) Close() error { return s.group.Close() }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,15 +108,9 @@ type Server struct {
 	// implicitHandshake bounds the handshake on port 995.
 	implicitHandshake time.Duration
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	limit     *auth.ConnLimit // open connections, in total and per client
-	sessions  sync.WaitGroup
+	ctx   context.Context // canceled by Close
+	group *listen.Group   // the listeners and sessions Close ends
+	limit *auth.ConnLimit // open connections, in total and per client
 }
 
 // sizeCacheEntries bounds the wire-size cache (about 100 bytes an entry).
@@ -146,22 +139,20 @@ func newServer(cfg Config, st mailStore) (*Server, error) {
 		cfg.Hostname = "localhost"
 	}
 	opts := cfg.Options.withDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
+	group := listen.NewGroup()
 	s := &Server{
-		hostname:  cfg.Hostname,
-		tls:       cfg.TLS,
-		store:     st,
-		limiter:   cfg.Limiter,
-		log:       cfg.Logger,
-		metrics:   m,
-		opts:      opts,
-		sizes:     newSizeCache(sizeCacheEntries),
-		idle:      opts.IdleTimeout,
-		ctx:       ctx,
-		cancel:    cancel,
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
-		limit:     auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
+		hostname: cfg.Hostname,
+		tls:      cfg.TLS,
+		store:    st,
+		limiter:  cfg.Limiter,
+		log:      cfg.Logger,
+		metrics:  m,
+		opts:     opts,
+		sizes:    newSizeCache(sizeCacheEntries),
+		idle:     opts.IdleTimeout,
+		ctx:      group.Context(),
+		group:    group,
+		limit:    auth.NewConnLimit(opts.MaxConnections, opts.MaxConnectionsPerIP),
 	}
 	s.implicitHandshake = cmp.Or(cfg.HandshakeTimeout, opts.HandshakeTimeout)
 	return s, nil
@@ -204,94 +195,20 @@ func (s *Server) serve(ln net.Listener, endpoint string, implicitTLS bool) error
 	if implicitTLS {
 		opts.TLS = s.tls
 	}
-	l := listen.New(ln, opts)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = l.Close()
-		return net.ErrClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		_ = l.Close()
-	}()
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if s.isClosed() || errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			return err
+	return s.group.Serve(ln, opts, func(conn net.Conn) {
+		s.metrics.active.Inc()
+		defer s.metrics.active.Dec()
+		sess := newSession(s, conn, false)
+		if tc, ok := conn.(*tls.Conn); ok { // port 995: the handshake is done
+			sess.raw, sess.tls = tc.NetConn(), true
 		}
-		if !s.admit(conn) {
-			_ = conn.Close()
-			return net.ErrClosed
-		}
-		go func() {
-			defer s.sessions.Done()
-			defer s.release(conn)
-			s.metrics.active.Inc()
-			defer s.metrics.active.Dec()
-			sess := newSession(s, conn, false)
-			if tc, ok := conn.(*tls.Conn); ok { // port 995: the handshake is done
-				sess.raw, sess.tls = tc.NetConn(), true
-			}
-			sess.run()
-		}()
-	}
-}
-
-// admit registers a connection; false once the server is closed. When
-// true, the caller owes one s.sessions.Done.
-func (s *Server) admit(conn net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.sessions.Add(1)
-	s.conns[conn] = struct{}{}
-	return true
-}
-
-// release closes conn (which frees its connection slot) and forgets it.
-func (s *Server) release(conn net.Conn) {
-	_ = conn.Close()
-	s.mu.Lock()
-	delete(s.conns, conn)
-	s.mu.Unlock()
+		sess.run()
+	})
 }
 
 // sessionsOpen counts the connections being served.
-func (s *Server) sessionsOpen() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
+func (s *Server) sessionsOpen() int { return s.group.Open() }
 
 // Close stops every listener and session and waits for the sessions to
 // end. A session cut off this way deletes nothing.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.cancel()
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.sessions.Wait()
-	return nil
-}
+func (s *Server) Close() error { return s.group.Close() }
