@@ -68,7 +68,7 @@ func storeAll(t *testing.T, n *node.Node, user, mailbox string, msgs []msg) {
 	errs := make([]error, len(msgs))
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range 8 {
+	for range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

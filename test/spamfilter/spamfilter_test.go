@@ -100,15 +100,10 @@ func TestSpamFilterTrainedOverIMAPAcrossNodes(t *testing.T) {
 	}
 	// Training is queued behind each MOVE's reply, one proposal per
 	// message; with the race detector on a loaded 2-core machine it takes
-	// tens of seconds, so the wait is long (it only delays a failure).
-	cluster.WaitFor(t, fmt.Sprintf("every node to count %d spam and %d ham trained", trainEach, trainEach), 3*cluster.RetryWindow, func() bool {
-		for i := range 3 {
-			if s, h := totals(t, c, i, user); s < trainEach || h < trainEach {
-				return false
-			}
-		}
-		return true
-	})
+	// tens of seconds. The wait ends when the counts stop growing for
+	// long (training stalled: a message of a MOVE was not trained), or
+	// after a generous deadline; both only delay a failure.
+	waitTrained(t, c, user)
 	for i := range 3 {
 		for _, acct := range []string{user, ""} {
 			s, h, err := c.Node(i).Store().SpamCounts().Totals(acct)
@@ -268,11 +263,35 @@ func moveThird(cl *imapclient.Client, i int, inbox, junk []imap.UID) error {
 		if _, err := cl.Select(mv.from, nil).Wait(); err != nil {
 			return fmt.Errorf("node %d: select %s: %w", i, mv.from, err)
 		}
-		if _, err := cl.Move(mv.set, mv.to).Wait(); err != nil {
+		if err := moveOnce(cl, mv.set, mv.to); err != nil {
 			return fmt.Errorf("node %d: UID MOVE %s %s: %w", i, mv.set, mv.to, err)
 		}
 	}
 	return nil
+}
+
+// moveOnce runs UID MOVE, again after a refusal (an election on a loaded
+// machine) as long as every message is still in the selected mailbox: a
+// move is one commit, all or nothing. A refused MOVE that took effect
+// anyway cannot be retried (the trainer learns only from a MOVE that
+// succeeded), so it fails the test with what happened.
+func moveOnce(cl *imapclient.Client, set imap.UIDSet, to string) error {
+	deadline := time.Now().Add(cluster.RetryWindow)
+	for {
+		_, err := cl.Move(set, to).Wait()
+		if err == nil {
+			return nil
+		}
+		left, serr := cl.UIDSearch(&imap.SearchCriteria{UID: []imap.UIDSet{set}}, nil).Wait()
+		if serr != nil {
+			return fmt.Errorf("%w (then UID SEARCH: %v)", err, serr)
+		}
+		want, _ := set.Nums()
+		if n := len(left.AllUIDs()); n != len(want) || time.Now().After(deadline) {
+			return fmt.Errorf("%w (%d of the %d messages are still there)", err, n, len(want))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // totals reads node i's replicated counts for user's own model.
@@ -308,4 +327,34 @@ func collectCopies(t *testing.T, cl *imapclient.Client, from map[string]imap.UID
 		return true
 	})
 	return got
+}
+
+// waitTrained waits until every node counts trainEach spam and ham
+// trainings for user, failing with the counts it saw if they stop
+// growing for a long while or take far too long.
+func waitTrained(t *testing.T, c *cluster.Cluster, user string) {
+	t.Helper()
+	const stall, limit = 45 * time.Second, 3 * cluster.RetryWindow
+	begin, lastChange := time.Now(), time.Now()
+	var last string
+	for {
+		done := true
+		var seen []string
+		for i := range 3 {
+			s, h := totals(t, c, i, user)
+			seen = append(seen, fmt.Sprintf("node %d: %d spam, %d ham", i, s, h))
+			done = done && s >= trainEach && h >= trainEach
+		}
+		if done {
+			return
+		}
+		if now := strings.Join(seen, "; "); now != last {
+			last, lastChange = now, time.Now()
+		}
+		if time.Since(lastChange) > stall || time.Since(begin) > limit {
+			t.Fatalf("training stopped short of %d spam and %d ham on every node after %s: %s", trainEach, trainEach,
+				time.Since(begin).Round(time.Second), last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
