@@ -141,6 +141,7 @@ func uids(t *testing.T, cl *imapclient.Client, mailbox string) []imap.UID {
 // stored is what the test reads back of one delivered message.
 type stored struct {
 	mailbox string
+	uid     imap.UID
 	id      string // X-Corpus-ID
 	status  string // X-Spam-Status
 	score   string // X-Spam-Score
@@ -174,7 +175,7 @@ func readBack(t *testing.T, cl *imapclient.Client, from map[string]imap.UID) []s
 			if err != nil {
 				t.Fatalf("%s UID %d: header: %v", box, m.UID, err)
 			}
-			s := stored{mailbox: box, id: h.Header.Get("X-Corpus-ID"), status: h.Header.Get("X-Spam-Status"), score: h.Header.Get("X-Spam-Score")}
+			s := stored{mailbox: box, uid: m.UID, id: h.Header.Get("X-Corpus-ID"), status: h.Header.Get("X-Spam-Status"), score: h.Header.Get("X-Spam-Score")}
 			for _, f := range m.Flags {
 				if strings.EqualFold(string(f), "$Junk") {
 					s.junkKW = true

@@ -242,6 +242,37 @@ func TestSpamFilterTrainedOverIMAPAcrossNodes(t *testing.T) {
 			t.Errorf("node %d: %d spam and %d ham trained after the MX deliveries, want %d each", i, s, h, trainEach)
 		}
 	}
+
+	t.Run("moving a trained message back and forth moves its training over", func(t *testing.T) {
+		m := trainSpam[len(trainSpam)-1]
+		var uid imap.UID
+		for _, s := range readBack(t, clients[1], map[string]imap.UID{"Junk": 1, "INBOX": imap.UID(^uint32(0))}) {
+			if s.id == m.id {
+				uid = s.uid
+			}
+		}
+		if uid == 0 {
+			t.Fatalf("%s is not in Junk", m.id)
+		}
+		// Node 2's session says it is ham after all: one spam fewer, one
+		// ham more, on every node (not one more of each).
+		if _, err := clients[1].Select("Junk", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		mv, err := clients[1].Move(imap.UIDSetNum(uid), "INBOX").Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitTotals(t, c, user, trainEach-1, trainEach+1)
+		// Node 3's session says spam again: back to where it was.
+		if _, err := clients[2].Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := clients[2].Move(mv.DestUIDs, "Junk").Wait(); err != nil {
+			t.Fatal(err)
+		}
+		waitTotals(t, c, user, trainEach, trainEach)
+	})
 	t.Logf("whole test: %s", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -354,6 +385,36 @@ func waitTrained(t *testing.T, c *cluster.Cluster, user string) {
 		if time.Since(lastChange) > stall || time.Since(begin) > limit {
 			t.Fatalf("training stopped short of %d spam and %d ham on every node after %s: %s", trainEach, trainEach,
 				time.Since(begin).Round(time.Second), last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitTotals waits until every node counts exactly these trainings for
+// user and for the cluster-wide model (user is the only one who trains).
+func waitTotals(t *testing.T, c *cluster.Cluster, user string, wantSpam, wantHam uint64) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(cluster.RetryWindow)
+	for {
+		ok := true
+		var seen []string
+		for i := range 3 {
+			for _, acct := range []string{user, ""} {
+				s, h, err := c.Node(i).Store().SpamCounts().Totals(acct)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen = append(seen, fmt.Sprintf("node %d model %q: %d/%d", i, acct, s, h))
+				ok = ok && s == wantSpam && h == wantHam
+			}
+		}
+		if ok {
+			return
+		}
+		last = strings.Join(seen, "; ")
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d spam and %d ham trained everywhere; %s", wantSpam, wantHam, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
