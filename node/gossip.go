@@ -33,10 +33,15 @@ type gossip struct {
 
 	// User messages: small facts every node should hear soon but that need
 	// no Raft write (failed logins). Each is queued here, piggybacked on
-	// gossip and retransmitted a few times; loss is tolerated.
+	// gossip and retransmitted a few times.
 	broadcasts *memberlist.TransmitLimitedQueue
 	handlersMu sync.Mutex
 	handlers   map[byte]func([]byte)
+	// localState and mergeState carry the same facts in memberlist's
+	// periodic push/pull exchange (TCP, every Profile.Gossip.PushPull), so
+	// a broadcast lost on the way is still heard, a little later.
+	localState func() []byte
+	mergeState func([]byte)
 }
 
 // User message kinds: the first byte of every gossip user message.
@@ -226,8 +231,32 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.g.broadcasts.GetBroadcasts(overhead, limit)
 }
 
-func (d *delegate) LocalState(bool) []byte        { return nil }
-func (d *delegate) MergeRemoteState([]byte, bool) {}
+func (d *delegate) LocalState(bool) []byte {
+	d.g.handlersMu.Lock()
+	f := d.g.localState
+	d.g.handlersMu.Unlock()
+	if f == nil {
+		return nil
+	}
+	return f()
+}
+
+func (d *delegate) MergeRemoteState(b []byte, _ bool) {
+	d.g.handlersMu.Lock()
+	f := d.g.mergeState
+	d.g.handlersMu.Unlock()
+	if f != nil && len(b) > 0 {
+		f(b)
+	}
+}
+
+// exchangeState sets what this node sends and does with the other nodes'
+// state in push/pull exchanges.
+func (g *gossip) exchangeState(local func() []byte, merge func([]byte)) {
+	g.handlersMu.Lock()
+	defer g.handlersMu.Unlock()
+	g.localState, g.mergeState = local, merge
+}
 
 type events struct{ g *gossip }
 

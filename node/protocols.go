@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -302,25 +303,104 @@ func (n *Node) shareLogins() {
 		return
 	}
 	seen := newRecentIDs(8192)
-	g.handle(msgLoginFailure, func(b []byte) {
-		var m loginFailureMsg
-		if err := json.Unmarshal(b, &m); err != nil || m.IP == "" || m.ID == "" || !seen.add(m.ID) {
+	observe := func(m loginFailureMsg) {
+		if m.IP == "" || m.ID == "" || !seen.add(m.ID) {
 			return
 		}
 		lim.Observe(auth.Failure{IP: m.IP, Account: m.Account})
+	}
+	g.handle(msgLoginFailure, func(b []byte) {
+		var m loginFailureMsg
+		if err := json.Unmarshal(b, &m); err == nil {
+			observe(m)
+		}
+	})
+	// A broadcast is UDP and may be lost (a loaded machine drops packets):
+	// the recent failures also travel in every push/pull exchange, and the
+	// IDs keep each one counted once.
+	// Only the last two exchanges' worth: long enough to repair a loss,
+	// short enough that a node that restarts (and forgot which IDs it
+	// counted) counts little twice.
+	recent := newRecentFailures(recentFailuresKept, max(2*n.cfg.Profile.Gossip.PushPull, 5*time.Second))
+	g.exchangeState(recent.encode, func(b []byte) {
+		var ms []loginFailureMsg
+		if len(b) > maxFailureState || json.Unmarshal(b, &ms) != nil {
+			return
+		}
+		for _, m := range ms {
+			observe(m)
+		}
 	})
 	var seq atomic.Uint64
 	lim.Share(func(f auth.Failure) {
 		if len(f.Account) > 320 { // longer than any address: keep the packet small
 			f.Account = f.Account[:320]
 		}
-		id := n.cfg.NodeID + "/" + strconv.FormatUint(seq.Add(1), 36)
-		b, err := json.Marshal(loginFailureMsg{ID: id, IP: f.IP, Account: f.Account})
+		m := loginFailureMsg{ID: n.cfg.NodeID + "/" + strconv.FormatUint(seq.Add(1), 36), IP: f.IP, Account: f.Account}
+		b, err := json.Marshal(m)
 		if err != nil {
 			return
 		}
+		recent.add(m)
 		g.broadcast(msgLoginFailure, b)
 	})
+}
+
+// How many of this node's own recent failed logins go in each push/pull
+// exchange at most, and the most a peer's list may weigh.
+const (
+	recentFailuresKept = 512
+	maxFailureState    = 1 << 20
+)
+
+// recentFailures is a ring of this node's last failed logins.
+type recentFailures struct {
+	maxAge time.Duration
+	mu     sync.Mutex
+	ring   []timedFailure
+	next   int
+}
+
+type timedFailure struct {
+	at time.Time
+	m  loginFailureMsg
+}
+
+func newRecentFailures(n int, maxAge time.Duration) *recentFailures {
+	return &recentFailures{maxAge: maxAge, ring: make([]timedFailure, 0, n)}
+}
+
+func (r *recentFailures) add(m loginFailureMsg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := timedFailure{at: time.Now(), m: m}
+	if len(r.ring) < cap(r.ring) {
+		r.ring = append(r.ring, f)
+		return
+	}
+	r.ring[r.next] = f
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+// encode is the failures younger than maxAge, as JSON.
+func (r *recentFailures) encode() []byte {
+	r.mu.Lock()
+	cutoff := time.Now().Add(-r.maxAge)
+	out := make([]loginFailureMsg, 0, len(r.ring))
+	for _, f := range r.ring {
+		if f.at.After(cutoff) {
+			out = append(out, f.m)
+		}
+	}
+	r.mu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // loginFailureMsg is a failed login as gossiped.

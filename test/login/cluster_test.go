@@ -58,3 +58,31 @@ func TestFailedLoginBlockHoldsOnEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// A failed login whose broadcast never reached a node (UDP is lossy on a
+// loaded machine; here gossip to that node is cut while it is sent) still
+// reaches it through the next push/pull exchange, and is counted once.
+func TestLostFailureGossipIsRepaired(t *testing.T) {
+	c := newCluster(t, 3, auth.LimiterOptions{IPFailures: 100, FailDelay: time.Millisecond, Block: time.Hour}, nil)
+	c.PartitionGossip([]int{0, 1}, []int{2})
+	p := protocols[0]
+	if o, l := p.login(t, c.Node(0).Endpoint(p.endpoint), user, "wrong password"); o != wrong {
+		t.Fatalf("guess: %s (%q)", o, l)
+	}
+	peer := func(i int) float64 { return metric(t, c.Node(i), "mailcluster_auth_peer_failures_total") }
+	cluster.WaitFor(t, "node 2 hearing the failure", wait, func() bool { return peer(1) == 1 })
+	// Long past the broadcast's few retransmissions (gossip every 20 ms).
+	time.Sleep(time.Second)
+	if n := peer(2); n != 0 {
+		t.Fatalf("node 3 heard the failure through a cut link (%v): the test cannot show a repair", n)
+	}
+	c.Heal()
+	cluster.WaitFor(t, "node 3 hearing the failure after the heal", wait, func() bool { return peer(2) == 1 })
+	// Later exchanges carry it again; it stays counted once.
+	time.Sleep(3 * time.Second)
+	for i := 1; i < 3; i++ {
+		if n := peer(i); n != 1 {
+			t.Fatalf("node %d counted the failure %v times", i+1, n)
+		}
+	}
+}
