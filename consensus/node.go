@@ -667,12 +667,53 @@ func (n *Node) TransferLeadership() error {
 // RequestRemove removes server id through whichever node leads, for a
 // graceful leave started on any node.
 func (n *Node) RequestRemove(ctx context.Context, id string) error {
-	return n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
+	err := n.retry(ctx, func(ctx context.Context, leaderAddr string) error {
 		if leaderAddr == "" {
 			return n.RemoveServer(id)
 		}
 		return n.clients.call(ctx, leaderAddr, "RemoveServer", RemoveArgs{ID: id}, &Empty{})
 	})
+	if !errors.Is(err, ErrNoQuorum) {
+		return err
+	}
+	// This node may already be out of the configuration (an earlier
+	// removal committed but its answer was lost): then no leader talks to
+	// it any more and it never learns one. Ask the other servers who
+	// leads, and remove through that leader (removing a removed server
+	// changes nothing).
+	if perr := n.removeThroughPeers(ctx, id); perr == nil {
+		return nil
+	}
+	return err
+}
+
+// removeThroughPeers asks each other server of this node's configuration
+// for its leader and sends the removal there.
+func (n *Node) removeThroughPeers(ctx context.Context, id string) error {
+	servers, err := n.Configuration()
+	if err != nil {
+		return err
+	}
+	last := errors.New("no server knows a leader")
+	for _, s := range servers {
+		if s.ID == n.cfg.NodeID {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := n.PeerStatus(sctx, s.Address)
+		if err == nil && st.LeaderAddress != "" {
+			err = n.clients.call(sctx, st.LeaderAddress, "RemoveServer", RemoveArgs{ID: id}, &Empty{})
+			if err == nil {
+				cancel()
+				return nil
+			}
+		}
+		cancel()
+		if err != nil {
+			last = err
+		}
+	}
+	return last
 }
 
 // Snapshot takes a snapshot now and compacts the log.

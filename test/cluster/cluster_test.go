@@ -456,3 +456,28 @@ func TestAdminReadsAreConsistentOnEveryNode(t *testing.T) {
 		t.Fatalf("user show on the healed node: %d %s", code, body)
 	}
 }
+
+// A leave repeated after the first one's removal committed but its answer
+// was lost must succeed: the removed node no longer hears from any leader,
+// so it finds one through the other servers.
+func TestLeaveAgainAfterTheRemovalCommitted(t *testing.T) {
+	c := New(t, Options{Nodes: 4})
+	f := c.Follower()
+	id := c.Members[f].ID
+	Retry(t, "remove "+id+" through the leader", func() error { return c.Node(c.Leader()).Consensus().RemoveServer(id) })
+	c.WaitForVoters(3)
+	// The removed node stops hearing heartbeats: let it notice.
+	time.Sleep(2 * time.Second)
+	if err := c.Node(f).Leave(context.Background()); err != nil {
+		t.Fatalf("leave after the removal committed: %v", err)
+	}
+	select {
+	case <-c.Members[f].Node.Done():
+	case <-time.After(Timeout):
+		t.Fatal("node did not stop after leaving")
+	}
+	c.Members[f].Node = nil
+	if slices.Contains(c.Voters(), id) {
+		t.Fatal("left node back in the configuration")
+	}
+}
