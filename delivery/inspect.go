@@ -387,6 +387,11 @@ func (d *Delivery) inspect(ctx context.Context, r io.Reader, maxSize int64) (io.
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	if maxSize > 0 && raw.size > maxSize {
+		// Ingest would refuse it: spare the inspectors' lookups.
+		raw.close()
+		return nil, 0, nil, replication.ErrTooLarge
+	}
 	in := &Inspection{Envelope: d.env, Recipients: d.Recipients(), Accounts: d.Accounts(), Via: d.via, raw: raw,
 		targets: make(map[string][]Target, len(d.accounts)), outbound: d.p.outbound != nil}
 	in.fields, in.headerEnd = parseHeader(raw.mem)
